@@ -1,0 +1,5 @@
+"""Allow `python -m beatd`."""
+
+from beatd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""The `beatd` command: argument parsing, exit codes, and turning errors into one-line messages.
+
+Only this module turns a BeatdError into text on stderr and an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
+
+from beatd import __version__, durations, listing
+from beatd.config import Config, read_config
+from beatd.errors import BeatdError, ConfigError
+from beatd.messages import iso_utc
+from beatd.state import read_states
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
+DEFAULT_CONFIG = "/etc/beatd/beatd.yaml"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_INVALID
+    except BeatdError as exc:
+        print(f"beatd: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except BrokenPipeError:  # `beatd list | head`
+        sys.stderr.close()
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="beatd", description="A cron-like scheduler that publishes due runs to RabbitMQ."
+    )
+    parser.add_argument("--version", action="version", version=f"beatd {__version__}")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    def command(
+        name: str, func: Callable[[argparse.Namespace], int], text: str
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.set_defaults(func=func)
+        sub.add_argument(
+            "-c",
+            "--config",
+            default=os.environ.get("BEATD_CONFIG", DEFAULT_CONFIG),
+            metavar="FILE",
+            help="schedule file (default: $BEATD_CONFIG, else %(default)s)",
+        )
+        return sub
+
+    command("check", _check, "Validate the schedule file: a summary line, or every problem.")
+    lister = command("list", _list, "Show upcoming runs, like `systemctl list-timers`.")
+    lister.add_argument("--count", type=_positive_int, metavar="N", help="the next N runs")
+    lister.add_argument(
+        "--until", type=_duration, metavar="DURATION", help="every run within DURATION (e.g. 24h)"
+    )
+    lister.add_argument("--job", metavar="NAME", help="only this job")
+    lister.add_argument(
+        "--now", metavar="ISO", type=_iso_time, help="plan from this time (naive: the file's zone)"
+    )
+    lister.add_argument("--json", action="store_true", help="one JSON array of runs")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return durations.parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _iso_time(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time like 2026-10-25T01:30 or 2026-10-25T01:30:00+02:00"
+        ) from None
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return read_config(args.config, os.environ)
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        config = _load(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        count = len(exc.problems)
+        print(f"{args.config}: {count} {'problem' if count == 1 else 'problems'}", file=sys.stderr)
+        return EXIT_INVALID
+    now = datetime.now(UTC)
+    enabled = [job for job in config.jobs if job.enabled]
+    parts = [f"{len(config.jobs)} jobs ({len(enabled)} enabled)"]
+    if config.tasks:
+        parts.append(f"{len(config.tasks)} tasks")
+    first = next(listing.upcoming(enabled, now), None)
+    if first is not None and first.at is not None:
+        parts.append(f"next: {first.job.name} at {iso_utc(first.at)}")
+    print(f"{args.config}: OK, {', '.join(parts)}")
+    return EXIT_OK
+
+
+def _list(args: argparse.Namespace) -> int:
+    config = _load(args)
+    now = _aware(args.now, config.timezone) if args.now else datetime.now(UTC)
+    jobs = list(config.jobs)
+    if args.job is not None:
+        job = config.job(args.job)
+        if job is None:
+            names = [j.name for j in config.jobs]
+            hint = difflib.get_close_matches(args.job, names, n=1)
+            also = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise BeatdError(f"{args.config}: no job named {args.job!r}{also}")
+        jobs = [job]
+    until = now + args.until if args.until else None
+    runs = list(listing.upcoming(jobs, now, args.count, until))
+    if args.json:
+        print(listing.to_json(runs))
+        return EXIT_OK
+    if args.count is None and until is None:
+        runs = listing.with_inactive(runs, jobs)
+    states = read_states(Path(config.state))
+    print(listing.table(runs, states, now))
+    return EXIT_OK
+
+
+def _aware(moment: datetime, zone: tzinfo) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=zone)

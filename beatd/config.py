@@ -1,0 +1,491 @@
+"""The schedule file: YAML in, validated immutable records out.
+
+`parse_config` is pure (text and environment in, Config out) and collects every problem in
+the file before raising one ConfigError; `read_config` is the thin I/O wrapper around it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import hashlib
+import re
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from enum import Enum
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from beatd import cron, durations, values
+from beatd.errors import ConfigError, CronError, Problem
+from beatd.schedules import At, Cron, Interval, Schedule
+from beatd.yamlfile import YamlError, YMap, parse
+
+T = TypeVar("T")
+
+DEFAULT_BROKER_URL = "amqp://guest:guest@localhost:5672/%2F"
+SCHEDULE_KINDS = ("cron", "every", "at")
+JOB_NAME = re.compile(r"^[\w.:/-]{1,200}$")
+
+
+class Misfire(Enum):
+    """What to do with slots that were missed (more than `grace` late)."""
+
+    ONCE = "once"  # publish only the newest missed slot
+    SKIP = "skip"  # publish none
+    ALL = "all"  # publish each, oldest first (bounded)
+
+
+class MessageFormat(Enum):
+    BEATD = "beatd"
+    CELERY = "celery"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    urls: tuple[str, ...] = (DEFAULT_BROKER_URL,)
+    exchange: str = "beatd"
+    exchange_type: str = "topic"
+    heartbeat: timedelta = timedelta(seconds=30)
+    password: str | None = field(default=None, repr=False)  # from password_file
+
+    def redacted_urls(self) -> tuple[str, ...]:
+        return tuple(values.redact(url) for url in self.urls)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One scheduled job, fully resolved (defaults merged, schedule built)."""
+
+    name: str
+    task: str
+    kind: str  # "cron", "every" or "at"
+    spec: str  # the schedule as written
+    schedule: Schedule
+    timezone: tzinfo
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    routing_key: str | None = None  # None: the task name (or Celery's queue, for that format)
+    priority: int | None = None
+    expires: timedelta | None = None
+    jitter: timedelta = timedelta(0)
+    misfire: Misfire = Misfire.ONCE
+    grace: timedelta = timedelta(seconds=60)
+    enabled: bool = True
+    format: MessageFormat = MessageFormat.BEATD
+    queue: str | None = None
+    exchange: str | None = None
+    line: int = 0
+    # Identifies what decides the slots; when it changes, nothing before now counts as missed.
+    fingerprint: str = ""
+
+    @property
+    def expression(self) -> cron.CronExpr | None:
+        return self.schedule.cron.expr if isinstance(self.schedule, Cron) else None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskConfig:
+    """A task an executor will run: an argv (`command`) or a Python callable (`call`)."""
+
+    name: str
+    command: tuple[str, ...] | None = None
+    call: str | None = None
+    timeout: timedelta | None = None
+    cwd: str | None = None
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    user: str | None = None
+    retries: int = 0
+    retry_delay: timedelta = timedelta(seconds=10)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    queue: str = "beatd.tasks"
+    queue_type: str = "classic"
+    bindings: tuple[str, ...] = ("#",)
+    concurrency: int = 4
+    dead_letter_exchange: str = "beatd.dlx"
+    dead_letter_queue: str = "beatd.dead"
+    events_exchange: str = "beatd.events"
+    dedupe_size: int = 100_000
+    state: Path | None = None  # default: beside the scheduler's, worker-<queue>.db
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: str
+    timezone: tzinfo = UTC
+    broker: BrokerConfig = BrokerConfig()
+    state: Path = Path("state.db")
+    jobs: tuple[Job, ...] = ()
+    worker: WorkerConfig = WorkerConfig()
+    tasks: Mapping[str, TaskConfig] = field(default_factory=lambda: MappingProxyType({}))
+    has_worker_section: bool = False
+
+    def job(self, name: str) -> Job | None:
+        return next((job for job in self.jobs if job.name == name), None)
+
+
+def read_config(path: str | Path, env: Mapping[str, str]) -> Config:
+    """Read and validate a schedule file; raise ConfigError naming every problem."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([Problem(name, None, "no such file")]) from None
+    except IsADirectoryError:
+        raise ConfigError([Problem(name, None, "is a directory, not a file")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError([Problem(name, None, f"cannot read: {reason}")]) from None
+    return parse_config(text, name, env, read_secret=_read_secret)
+
+
+def _read_secret(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+
+
+class _Reader:
+    """Collects problems while converting one file."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.problems: list[Problem] = []
+
+    def problem(self, line: int | None, message: str) -> None:
+        self.problems.append(Problem(self.file, line, message))
+
+    def section(
+        self, data: object, where: str, allowed: Collection[str], line: int | None
+    ) -> YMap | None:
+        """Check a mapping's keys; None (problem recorded) if it is not a mapping."""
+        if not isinstance(data, YMap):
+            self.problem(
+                line, f"{where}must be a mapping of keys to values, got {values.kind(data)}"
+            )
+            return None
+        for key, dup_line, first in data.duplicates:
+            self.problem(dup_line, f"{where}duplicate key {key!r} (first at line {first})")
+        for key in data:
+            if key not in allowed:
+                hint = difflib.get_close_matches(str(key), allowed, n=1)
+                also = (
+                    f" (did you mean {hint[0]!r}?)" if hint else f" (allowed: {', '.join(allowed)})"
+                )
+                self.problem(data.lines[key], f"{where}unknown key {key!r}{also}")
+        return data
+
+    def get(self, data: YMap, key: str, where: str, convert: Callable[[Any], T], default: T) -> T:
+        """Convert data[key]; on a bad value record the problem and return the default (the
+        file is rejected as a whole once every problem is collected, so it is never used)."""
+        if key not in data:
+            return default
+        try:
+            return convert(data[key])
+        except ValueError as exc:
+            self.problem(data.lines[key], f"{where}{key}: {exc}")
+            return default
+
+
+def parse_config(
+    text: str,
+    file: str,
+    env: Mapping[str, str],
+    read_secret: Callable[[str], str] | None = None,
+) -> Config:
+    """Validate a schedule file's text; raise ConfigError naming every problem."""
+    reader = _Reader(file)
+    try:
+        data = parse(text, file)
+    except YamlError as exc:
+        raise ConfigError([exc.problem]) from None
+    if data is None:
+        raise ConfigError([Problem(file, None, "file is empty (expected broker, jobs, ...)")])
+    top = reader.section(data, "", _TOP_KEYS, 1)
+    if top is None:
+        raise ConfigError(reader.problems)
+    zone = reader.get(top, "timezone", "", values.parse_zone, _UTC)
+    defaults = _defaults(reader, top, zone)
+    config = Config(
+        path=file,
+        timezone=zone,
+        broker=_broker(reader, top, env, read_secret),
+        state=_state_path(reader, top, env),
+        jobs=_jobs(reader, top, defaults),
+        worker=_worker(reader, top),
+        tasks=MappingProxyType(_tasks(reader, top)),
+        has_worker_section="worker" in top or "tasks" in top,
+    )
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return config
+
+
+_UTC: tzinfo = UTC
+_TOP_KEYS = ("timezone", "broker", "state", "defaults", "jobs", "worker", "tasks")
+_BROKER_KEYS = ("url", "exchange", "exchange_type", "password_file", "heartbeat")
+
+
+def _broker(
+    reader: _Reader,
+    top: YMap,
+    env: Mapping[str, str],
+    read_secret: Callable[[str], str] | None,
+) -> BrokerConfig:
+    where = "broker: "
+    data = reader.section(top.get("broker", _EMPTY), where, _BROKER_KEYS, top.lines.get("broker"))
+    if data is None:
+        return BrokerConfig()
+    urls = reader.get(data, "url", where, values.urls, _BROKER.urls)
+    if env.get("BEATD_BROKER_URL"):  # the environment wins, so secrets can stay out of the file
+        try:
+            urls = values.urls(env["BEATD_BROKER_URL"].split())
+        except ValueError as exc:
+            reader.problem(None, f"BEATD_BROKER_URL: {exc}")
+    secret_file = reader.get(data, "password_file", where, values.text, None)
+    password = None
+    if secret_file is not None and read_secret is not None:
+        try:
+            password = read_secret(secret_file)
+        except ValueError as exc:
+            reader.problem(data.lines["password_file"], f"{where}password_file: {exc}")
+    return BrokerConfig(
+        urls=urls,
+        exchange=reader.get(data, "exchange", where, values.exchange_name, "beatd"),
+        exchange_type=reader.get(data, "exchange_type", where, _EXCHANGE_TYPES, "topic"),
+        heartbeat=reader.get(data, "heartbeat", where, values.duration, _BROKER.heartbeat),
+        password=password,
+    )
+
+
+_BROKER = BrokerConfig()
+_EXCHANGE_TYPES = values.choice("direct", "topic", "fanout", "headers")
+_EMPTY = YMap()
+_EMPTY.line, _EMPTY.lines, _EMPTY.duplicates = 0, {}, []
+
+
+def _state_path(reader: _Reader, top: YMap, env: Mapping[str, str]) -> Path:
+    if "state" in top:
+        return Path(reader.get(top, "state", "", values.text, "state.db"))
+    if env.get("STATE_DIRECTORY"):  # set by systemd's StateDirectory=
+        return Path(env["STATE_DIRECTORY"].split(":")[0]) / "state.db"
+    base = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "~")) / ".local" / "state")
+    return Path(base) / "beatd" / "state.db"
+
+
+_JOB_OPTIONS: dict[str, Callable[[Any], Any]] = {
+    "timezone": values.parse_zone,
+    "routing_key": values.routing_key,
+    "priority": values.int_between(0, 255),
+    "expires": values.duration,
+    "jitter": functools.partial(durations.parse_duration, allow_zero=True),
+    "misfire": values.enum(Misfire),
+    "grace": values.duration,
+    "enabled": values.boolean,
+    "format": values.enum(MessageFormat),
+    "queue": values.text,
+    "exchange": values.exchange_name,
+}
+_JOB_KEYS = (*SCHEDULE_KINDS, "task", "args", "kwargs", *_JOB_OPTIONS)
+
+
+def _defaults(reader: _Reader, top: YMap, zone: tzinfo) -> dict[str, Any]:
+    where = "defaults: "
+    data = reader.section(top.get("defaults", _EMPTY), where, tuple(_JOB_OPTIONS), None)
+    result: dict[str, Any] = {"timezone": zone}
+    for key, convert in _JOB_OPTIONS.items():
+        if data is not None and key in data:
+            result[key] = reader.get(data, key, where, convert, None)
+    return result
+
+
+def _jobs(reader: _Reader, top: YMap, defaults: Mapping[str, Any]) -> tuple[Job, ...]:
+    data = top.get("jobs")
+    if data is None:
+        return ()
+    if not isinstance(data, YMap):
+        message = f"jobs: must be a mapping of job names, got {values.kind(data)}"
+        reader.problem(top.lines["jobs"], message)
+        return ()
+    for name, line, first in data.duplicates:
+        reader.problem(line, f"job {name!r}: defined twice (first at line {first})")
+    jobs = []
+    for name, body in data.items():
+        line = data.lines[name]
+        if not isinstance(name, str) or not JOB_NAME.match(name):
+            message = "a job name is 1-200 letters, digits and _ . : / - characters"
+            reader.problem(line, f"job {name!r}: {message}")
+            continue
+        job = _job(reader, name, body, line, defaults)
+        if job is not None:
+            jobs.append(job)
+    return tuple(jobs)
+
+
+def _job(
+    reader: _Reader, name: str, body: object, line: int, defaults: Mapping[str, Any]
+) -> Job | None:
+    where = f"job {name!r}: "
+    data = reader.section(body, where, _JOB_KEYS, line)
+    if data is None:
+        return None
+    problems_before = len(reader.problems)
+    options = dict(defaults)
+    for key in _JOB_OPTIONS.keys() & data.keys():
+        options[key] = reader.get(data, key, where, _JOB_OPTIONS[key], None)
+    zone = options.pop("timezone")
+    jitter = options.get("jitter") or timedelta(0)
+    kinds = [kind for kind in SCHEDULE_KINDS if kind in data]
+    if not kinds:
+        reader.problem(line, f"{where}no schedule: give one of cron, every or at")
+    elif len(kinds) > 1:
+        both = " and ".join(kinds)
+        reader.problem(data.lines[kinds[1]], f"{where}{both} given; a job has exactly one schedule")
+    if "task" not in data:
+        reader.problem(line, f"{where}task: missing (the name executors run, e.g. reports.nightly)")
+    if options.get("format") is not MessageFormat.CELERY and "queue" in data:
+        reader.problem(data.lines["queue"], f"{where}queue: only used with format: celery")
+    schedule = _schedule(reader, data, kinds[0], name, zone, jitter) if len(kinds) == 1 else None
+    task = reader.get(data, "task", where, values.task_name, "")
+    args: list[Any] = reader.get(data, "args", where, values.json_list, [])
+    kwargs: dict[str, Any] = reader.get(data, "kwargs", where, values.json_mapping, {})
+    if len(reader.problems) > problems_before or schedule is None:
+        return None
+    spec = _spec_text(data[kinds[0]])
+    return Job(
+        name=name,
+        task=task,
+        kind=kinds[0],
+        spec=spec,
+        fingerprint=_fingerprint(kinds[0], spec, zone, jitter),
+        schedule=schedule,
+        timezone=zone,
+        args=tuple(args),
+        kwargs=MappingProxyType(kwargs),
+        line=line,
+        **{k: v for k, v in options.items() if v is not None},
+    )
+
+
+def _schedule(
+    reader: _Reader, data: YMap, kind: str, name: str, zone: tzinfo, jitter: timedelta
+) -> Schedule | None:
+    where = f"job {name!r}: "
+    offset = _jitter_offset(name, jitter) if jitter else timedelta(0)
+    if kind == "every":
+        every = reader.get(data, "every", where, values.duration, None)
+        return None if every is None else Interval(every, offset)
+    if kind == "at":
+        at = reader.get(data, "at", where, lambda v: values.instant(v, zone), None)
+        return None if at is None else At(at + offset)
+
+    def expression(value: object) -> cron.CronExpr:
+        if not isinstance(value, str):
+            raise ValueError(f"must be a string like '*/15 * * * *', got {values.kind(value)}")
+        try:
+            return cron.parse(value, hash_key=name)
+        except CronError as exc:
+            raise ValueError(str(exc)) from None
+
+    expr = reader.get(data, "cron", where, expression, None)
+    return None if expr is None else Cron(cron.CronSchedule(expr, zone), offset)
+
+
+def _fingerprint(kind: str, spec: str, zone: tzinfo, jitter: timedelta) -> str:
+    zone_name = getattr(zone, "key", str(zone))
+    text = f"{kind}\0{spec}\0{zone_name}\0{jitter.total_seconds()}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _jitter_offset(name: str, jitter: timedelta) -> timedelta:
+    """A fixed delay in [0, jitter) from the job name: whole seconds, or ms under 2 s."""
+    spread = int.from_bytes(hashlib.sha256(f"jitter\0{name}".encode()).digest()[:8], "big")
+    ms = round(jitter.total_seconds() * 1000)
+    if ms >= 2000:
+        return timedelta(seconds=spread % (ms // 1000))
+    return timedelta(milliseconds=spread % ms)
+
+
+def _spec_text(value: object) -> str:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return " ".join(str(value).split())
+
+
+_WORKER_KEYS = (
+    "queue", "queue_type", "bindings", "concurrency", "dead_letter_exchange",
+    "dead_letter_queue", "events_exchange", "dedupe_size", "state",
+)  # fmt: skip
+
+
+def _worker(reader: _Reader, top: YMap) -> WorkerConfig:
+    w = "worker: "
+    data = reader.section(top.get("worker", _EMPTY), w, _WORKER_KEYS, top.lines.get("worker"))
+    d = WorkerConfig()
+    if data is None:
+        return d
+    state = reader.get(data, "state", w, values.text, None)
+    return WorkerConfig(
+        queue=reader.get(data, "queue", w, values.text, d.queue),
+        queue_type=reader.get(data, "queue_type", w, _QUEUE_TYPES, d.queue_type),
+        bindings=tuple(reader.get(data, "bindings", w, values.str_list, list(d.bindings))),
+        concurrency=reader.get(data, "concurrency", w, values.int_between(1, 1000), d.concurrency),
+        dead_letter_exchange=reader.get(
+            data, "dead_letter_exchange", w, values.exchange_name, d.dead_letter_exchange
+        ),
+        dead_letter_queue=reader.get(
+            data, "dead_letter_queue", w, values.text, d.dead_letter_queue
+        ),
+        events_exchange=reader.get(
+            data, "events_exchange", w, values.exchange_name, d.events_exchange
+        ),
+        dedupe_size=reader.get(
+            data, "dedupe_size", w, values.int_between(1, 10_000_000), d.dedupe_size
+        ),
+        state=None if state is None else Path(state),
+    )
+
+
+_QUEUE_TYPES = values.choice("classic", "quorum")
+_TASK_KEYS = ("command", "call", "timeout", "cwd", "env", "user", "retries", "retry_delay")
+
+
+def _tasks(reader: _Reader, top: YMap) -> dict[str, TaskConfig]:
+    data = top.get("tasks")
+    if data is None:
+        return {}
+    if not isinstance(data, YMap):
+        message = f"tasks: must be a mapping of task names, got {values.kind(data)}"
+        reader.problem(top.lines["tasks"], message)
+        return {}
+    for name, line, first in data.duplicates:
+        reader.problem(line, f"task {name!r}: defined twice (first at line {first})")
+    tasks = {}
+    for name, body in data.items():
+        where = f"task {name!r}: "
+        section = reader.section(body, where, _TASK_KEYS, data.lines[name])
+        if section is None:
+            continue
+        if ("command" in section) == ("call" in section):
+            reader.problem(data.lines[name], f"{where}give exactly one of command or call")
+        command = reader.get(section, "command", where, values.argv, None)
+        tasks[str(name)] = TaskConfig(
+            name=str(name),
+            command=None if command is None else tuple(command),
+            call=reader.get(section, "call", where, values.callable_ref, None),
+            timeout=reader.get(section, "timeout", where, values.duration, None),
+            cwd=reader.get(section, "cwd", where, values.text, None),
+            env=MappingProxyType(reader.get(section, "env", where, values.environment, {})),
+            user=reader.get(section, "user", where, values.text, None),
+            retries=reader.get(section, "retries", where, values.int_between(0, 100), 0),
+            retry_delay=reader.get(
+                section, "retry_delay", where, values.duration, timedelta(seconds=10)
+            ),
+        )
+    return tasks

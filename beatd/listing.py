@@ -1,0 +1,127 @@
+"""`beatd list`: upcoming runs in time order, as a table or JSON. Pure: now is an argument."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from beatd.config import Job
+from beatd.describe import describe
+from beatd.durations import format_duration, format_left
+from beatd.messages import iso_utc
+from beatd.schedules import Cron
+from beatd.state import JobState
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    at: datetime | None  # None: the job has no next run (disabled, or a one-off that is done)
+    job: Job
+
+
+def upcoming(
+    jobs: Sequence[Job],
+    now: datetime,
+    count: int | None = None,
+    until: datetime | None = None,
+) -> Iterator[Run]:
+    """Runs after now in time order. With neither count nor until: each enabled job's next run.
+
+    Otherwise every run of the given jobs up to until, at most count of them; the merge is lazy,
+    so `--count 10` over 10,000 jobs computes about 10,000 next times, not millions.
+    """
+    enabled = [job for job in jobs if job.enabled]
+    if count is None and until is None:
+        firsts = [(job.schedule.next_after(now), job) for job in enabled]
+        yield from sorted(
+            (Run(at, job) for at, job in firsts if at is not None),
+            key=lambda run: (run.at, run.job.name),
+        )
+        return
+    merged: Iterator[tuple[datetime, Run]] = heapq.merge(*(_runs(job, now) for job in enabled))
+    if until is not None:
+        merged = itertools.takewhile(lambda item: item[0] <= until, merged)
+    yield from (run for _, run in itertools.islice(merged, count))
+
+
+def _runs(job: Job, now: datetime) -> Iterator[tuple[datetime, Run]]:
+    at = job.schedule.next_after(now)
+    while at is not None:
+        yield at, Run(at, job)
+        at = job.schedule.next_after(at)
+
+
+def schedule_text(job: Job) -> str:
+    """The schedule as written: `*/15 * * * *`, `every 30s`, `at 2027-01-01T00:00:00+01:00`."""
+    return job.spec if job.kind == "cron" else f"{job.kind} {job.spec}"
+
+
+def schedule_words(job: Job) -> str:
+    """The schedule with a plain-words description, for the table."""
+    notes = []
+    if isinstance(job.schedule, Cron):
+        notes.append(describe(job.schedule.cron.expr))
+        offset = job.schedule.offset
+    else:
+        offset = getattr(job.schedule, "offset", timedelta(0))
+    if job.jitter and offset:
+        notes.append(f"+{format_duration(offset)} jitter")
+    elif job.jitter and job.kind == "at":
+        notes.append("jittered")
+    text = schedule_text(job)
+    return f"{text} ({', '.join(notes)})" if notes else text
+
+
+def to_json(runs: Iterable[Run]) -> str:
+    rows = [
+        {
+            "job": run.job.name,
+            "task": run.job.task,
+            "at": iso_utc(run.at),
+            "local": run.at.astimezone(run.job.timezone).isoformat(),
+            "schedule": schedule_text(run.job),
+        }
+        for run in runs
+        if run.at is not None
+    ]
+    return json.dumps(rows, indent=2, ensure_ascii=False)
+
+
+def table(runs: Iterable[Run], states: Mapping[str, JobState], now: datetime) -> str:
+    """A `systemctl list-timers` style table with a count line at the end."""
+    header = ("NEXT", "LEFT", "LAST", "JOB", "SCHEDULE", "TASK")
+    rows = []
+    for run in runs:
+        job = run.job
+        state = states.get(job.name)
+        last = state.last_slot if state else None
+        if run.at is not None:
+            next_text, left = _local(run.at, job), format_left(run.at - now)
+        else:
+            next_text, left = "-", "-" if job.enabled else "disabled"
+        last_text = _local(last, job) if last else "-"
+        rows.append((next_text, left, last_text, job.name, schedule_words(job), job.task))
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    jobs = len({row[3] for row in rows})
+    summary = f"{jobs} {'job' if jobs == 1 else 'jobs'} listed."
+    if len(rows) != jobs:
+        summary = f"{len(rows)} runs of {summary}"
+    return "\n".join([*lines, "", summary])
+
+
+def _local(moment: datetime, job: Job) -> str:
+    return moment.astimezone(job.timezone).strftime("%a %Y-%m-%d %H:%M:%S %Z")
+
+
+def with_inactive(runs: list[Run], jobs: Sequence[Job]) -> list[Run]:
+    """Append the jobs that have no next run (disabled, or done), so they are not hidden."""
+    shown = {run.job.name for run in runs}
+    return runs + [Run(None, job) for job in jobs if job.name not in shown]

@@ -1,0 +1,203 @@
+"""What goes on the wire: runs (job + slot), slot ids, and beatd-format messages (version 1).
+Pure: the publish time is an argument; nothing here touches a socket."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from typing import Any
+
+from beatd.config import Job
+
+FORMAT_VERSION = 1
+
+
+class Trigger(Enum):
+    SCHEDULE = "schedule"  # an on-time slot
+    CATCHUP = "catchup"  # a missed slot published late under its misfire policy
+    MANUAL = "manual"  # `beatd trigger`
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One run of a job: the job and its slot (or, for a manual run, the time it was asked for)."""
+
+    job: Job
+    slot: datetime
+    trigger: Trigger = Trigger.SCHEDULE
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", slot_id(self.job.name, self.slot))
+
+    @classmethod
+    def manual(cls, job: Job, now: datetime) -> Run:
+        return cls(job, now, Trigger.MANUAL, f"{job.name}@manual-{uuid.uuid4()}")
+
+    @property
+    def expires_at(self) -> datetime | None:
+        return None if self.job.expires is None else self.slot + self.job.expires
+
+
+@dataclass(frozen=True, slots=True)
+class Properties:
+    """The AMQP basic properties beatd sets; the broker module maps them onto pika's."""
+
+    message_id: str
+    content_type: str = "application/json"
+    content_encoding: str | None = "utf-8"
+    delivery_mode: int = 2  # persistent
+    type: str | None = None
+    app_id: str = "beatd"
+    timestamp: int | None = None  # POSIX seconds
+    priority: int | None = None
+    expiration: str | None = None  # per-message TTL, milliseconds as a string (AMQP says so)
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    headers: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message ready to publish, with the run it carries."""
+
+    run: Run
+    exchange: str
+    routing_key: str
+    body: bytes
+    properties: Properties
+
+
+def slot_id(job: str, slot: datetime) -> str:
+    """`<job>@20261121T053000Z`: the same slot always gets the same id, so executors can drop
+    a re-published duplicate. Sub-second slots (every: 500ms) keep their milliseconds."""
+    return f"{job}@{compact_utc(slot)}"
+
+
+def compact_utc(moment: datetime) -> str:
+    moment = moment.astimezone(UTC)
+    text = moment.strftime("%Y%m%dT%H%M%S")
+    if moment.microsecond:
+        text += f".{moment.microsecond // 1000:03d}"
+    return text + "Z"
+
+
+def iso_utc(moment: datetime, *, millis: bool = False) -> str:
+    """2026-11-21T05:30:00Z; with millis=True always three decimals (published_at)."""
+    moment = moment.astimezone(UTC)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    if millis or moment.microsecond:
+        text += f".{moment.microsecond // 1000:03d}"
+    return text + "Z"
+
+
+def ttl_ms(run: Run, published_at: datetime) -> int | None:
+    """Milliseconds the run may still wait in a queue; None if it never expires."""
+    expires_at = run.expires_at
+    if expires_at is None:
+        return None
+    return max(0, int((expires_at - published_at) / timedelta(milliseconds=1)))
+
+
+def beatd_message(run: Run, published_at: datetime, exchange: str) -> Outgoing:
+    """The beatd format, version 1 (see README: Messages)."""
+    job = run.job
+    expires_at = run.expires_at
+    body: dict[str, Any] = {
+        "v": FORMAT_VERSION,
+        "id": run.id,
+        "job": job.name,
+        "task": job.task,
+        "args": list(job.args),
+        "kwargs": dict(job.kwargs),
+        "scheduled_at": iso_utc(run.slot),
+        "published_at": iso_utc(published_at, millis=True),
+        "expires_at": None if expires_at is None else iso_utc(expires_at),
+        "trigger": run.trigger.value,
+    }
+    ttl = ttl_ms(run, published_at)
+    properties = Properties(
+        message_id=run.id,
+        type=job.task,
+        timestamp=int(published_at.timestamp()),
+        priority=job.priority,
+        expiration=None if ttl is None else str(ttl),
+        headers={
+            "beatd-job": job.name,
+            "beatd-scheduled-at": iso_utc(run.slot),
+            "beatd-format": FORMAT_VERSION,
+        },
+    )
+    return Outgoing(
+        run=run,
+        exchange=job.exchange if job.exchange is not None else exchange,
+        routing_key=job.routing_key if job.routing_key is not None else job.task,
+        body=json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(),
+        properties=properties,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A beatd-format message as an executor sees it, validated."""
+
+    id: str
+    job: str
+    task: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    scheduled_at: datetime
+    published_at: datetime | None
+    expires_at: datetime | None
+    trigger: str
+    raw: dict[str, Any]
+
+
+def parse_beatd(body: bytes) -> Received:
+    """Validate a beatd-format body; raise ValueError saying what is wrong."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("body is not a JSON object")
+    if data.get("v") != FORMAT_VERSION:
+        raise ValueError(f"not a beatd version {FORMAT_VERSION} message (v={data.get('v')!r})")
+    for key in ("id", "job", "task", "scheduled_at", "trigger"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise ValueError(f"{key!r} is missing or not a string")
+    args, kwargs = data.get("args", []), data.get("kwargs", {})
+    if not isinstance(args, list):
+        raise ValueError("'args' is not a list")
+    if not isinstance(kwargs, dict):
+        raise ValueError("'kwargs' is not an object")
+    return Received(
+        id=data["id"],
+        job=data["job"],
+        task=data["task"],
+        args=args,
+        kwargs=kwargs,
+        scheduled_at=_parse_time(data, "scheduled_at"),
+        published_at=_parse_time(data, "published_at", optional=True),
+        expires_at=_parse_time(data, "expires_at", optional=True),
+        trigger=data["trigger"],
+        raw=data,
+    )
+
+
+def _parse_time(data: Mapping[str, Any], key: str, *, optional: bool = False) -> Any:
+    value = data.get(key)
+    if value is None and optional:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{key!r} is not an ISO 8601 time: {value!r}") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{key!r} has no UTC offset: {value!r}")
+    return moment.astimezone(UTC)

@@ -1,0 +1,153 @@
+"""The scheduler's memory in SQLite (WAL): per job, how far its schedule has been handled, the
+last slot the broker confirmed, the schedule's fingerprint and counters."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from beatd.errors import StateError
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    name TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    cursor TEXT NOT NULL,         -- slots at or before this are handled (published or dropped)
+    last_slot TEXT,               -- the newest slot the broker confirmed
+    last_published_at TEXT,
+    published INTEGER NOT NULL DEFAULT 0,
+    missed INTEGER NOT NULL DEFAULT 0,      -- dropped by the misfire policy
+    unroutable INTEGER NOT NULL DEFAULT 0   -- returned by the broker: no queue bound
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    name: str
+    fingerprint: str
+    cursor: datetime
+    last_slot: datetime | None = None
+    last_published_at: datetime | None = None
+    published: int = 0
+    missed: int = 0
+    unroutable: int = 0
+
+
+def _text(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def _time(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+class State:
+    """An open state database. Writes are one transaction per call."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable across a process crash in WAL mode; only power loss can lose the
+            # last commit, and then the slot is published again under the same id.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._check_version()
+        except (sqlite3.Error, OSError) as exc:
+            raise StateError(f"{path}: cannot use the state file: {_reason(exc)}") from exc
+
+    def _check_version(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif row[0] != str(SCHEMA_VERSION):
+            raise StateError(
+                f"{self.path}: state schema {row[0]} is not {SCHEMA_VERSION}; "
+                "was it written by another beatd version?"
+            )
+
+    def load(self) -> dict[str, JobState]:
+        try:
+            return _load(self._db)
+        except (sqlite3.Error, ValueError) as exc:
+            raise StateError(f"{self.path}: cannot read the state file: {_reason(exc)}") from exc
+
+    def save(self, states: Iterable[JobState]) -> None:
+        rows = [
+            (
+                s.name, s.fingerprint, _text(s.cursor), _text(s.last_slot),
+                _text(s.last_published_at), s.published, s.missed, s.unroutable,
+            )
+            for s in states
+        ]  # fmt: skip
+        if not rows:
+            return
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany("INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?,?,?)", rows)
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: cannot write the state file: {_reason(exc)}") from exc
+
+    def forget(self, names: Iterable[str]) -> None:
+        """Drop jobs no longer in the file, so a job re-added later starts fresh."""
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany("DELETE FROM jobs WHERE name = ?", [(n,) for n in names])
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: cannot write the state file: {_reason(exc)}") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _load(db: sqlite3.Connection) -> dict[str, JobState]:
+    result = {}
+    for row in db.execute("SELECT * FROM jobs"):
+        cursor = _time(row[2])
+        assert cursor is not None
+        result[row[0]] = JobState(
+            row[0], row[1], cursor, _time(row[3]), _time(row[4]), row[5], row[6], row[7]
+        )
+    return result
+
+
+def read_states(path: Path) -> Mapping[str, JobState]:
+    """Read the state file without changing it (for `beatd list`); {} if there is none yet."""
+    if not path.exists():
+        return {}
+    try:
+        return _read_only(path, "mode=ro")
+    except sqlite3.OperationalError:
+        pass  # e.g. the daemon's user owns the WAL index; see below
+    except (sqlite3.Error, ValueError) as exc:
+        raise StateError(f"{path}: cannot read the state file: {_reason(exc)}") from exc
+    try:
+        # immutable=1 skips the WAL, so it may show slightly older LAST times: fine for a display.
+        return _read_only(path, "immutable=1")
+    except (sqlite3.Error, ValueError) as exc:
+        raise StateError(f"{path}: cannot read the state file: {_reason(exc)}") from exc
+
+
+def _read_only(path: Path, mode: str) -> dict[str, JobState]:
+    db = sqlite3.connect(f"file:{path}?{mode}", uri=True)
+    try:
+        return _load(db)
+    finally:
+        db.close()
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    if "file is not a database" in text or "malformed" in text:
+        return f"{text} (corrupt? move it aside and beatd starts afresh)"
+    return text
