@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -77,6 +78,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     lister.add_argument("--json", action="store_true", help="one JSON array of runs")
     return parser
+
+
+def setup_logging() -> None:
+    """Log to stderr: journald adds timestamps itself, so leave them out under systemd."""
+    level = os.environ.get("BEATD_LOG_LEVEL", "INFO").upper()
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), format=fmt, stream=sys.stderr)
+    logging.getLogger("pika").setLevel(logging.ERROR)  # beatd.broker logs what matters, once
 
 
 def _positive_int(text: str) -> int:

@@ -14,7 +14,7 @@ import functools
 import hashlib
 from bisect import bisect_left
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import MAXYEAR, UTC, datetime, timedelta, tzinfo
 
 from beatd.errors import CronError
 
@@ -77,7 +77,7 @@ class CronExpr:
         """Return the first naive wall-clock time >= start (whole seconds) that matches."""
         y, mo, d = start.year, start.month, start.day
         h, mi, s = start.hour, start.minute, start.second
-        while y <= start.year + SEARCH_YEARS:
+        while y <= min(start.year + SEARCH_YEARS, MAXYEAR):
             if mo not in self.months:
                 i = bisect_left(self.months, mo)
                 if i == len(self.months):
@@ -139,7 +139,7 @@ def parse(expression: str, hash_key: str = "") -> CronExpr:
     `H` fields are hashed from hash_key (the job name), so they are stable per job forever.
     """
     text = " ".join(expression.split())
-    hashed = any(part.startswith(("h", "H")) for part in text.split())
+    hashed = any(term.startswith(("h", "H")) for term in text.replace(",", " ").split())
     return _parse(text, hash_key if hashed else "")
 
 
