@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -34,6 +35,7 @@ log = logging.getLogger("beatd.broker")
 
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
+REMIND_S = 600.0
 
 
 class Outcome(Enum):
@@ -73,7 +75,7 @@ class Channel:
         self._ch = pika_channel
         self._loop = asyncio.get_running_loop()
         self._pending: set[asyncio.Future[Any]] = set()
-        self._unconfirmed: dict[int, tuple[asyncio.Future[Outcome], str | None]] = {}
+        self._unconfirmed: dict[int, tuple[_Batch, int, str]] = {}
         self._returned: set[str] = set()
         self._next_tag = 1
         self.closed = self._loop.create_future()
@@ -139,41 +141,78 @@ class Channel:
             self._ch.queue_bind, queue=queue, exchange=exchange, routing_key=routing_key
         )
 
-    async def publish(self, messages: Sequence[Outgoing]) -> list[Outcome]:
+    async def publish(self, messages: Iterable[Outgoing]) -> list[Outcome]:
         """Publish all messages back to back, then wait for the broker's confirms.
 
-        Confirms are pipelined: a burst of 10,000 costs one round trip, not 10,000.
+        Confirms are pipelined: a burst of 10,000 costs one round trip, not 10,000. messages
+        may be a generator, so each can be stamped with its real send time.
         """
-        futures = []
-        for i, message in enumerate(messages):
-            futures.append(self._publish_one(message))
-            if i % 500 == 499:
+        batch = _Batch(self._loop)
+        for message in messages:
+            index = batch.add()
+            if not self.is_open:
+                batch.settle(index, Outcome.LOST)
+                continue
+            tag, self._next_tag = self._next_tag, self._next_tag + 1
+            self._unconfirmed[tag] = (batch, index, message.properties.message_id)
+            try:
+                self._ch.basic_publish(
+                    exchange=message.exchange,
+                    routing_key=message.routing_key,
+                    body=message.body,
+                    properties=_pika_properties(message.properties),
+                    mandatory=True,
+                )
+            except pika.exceptions.AMQPError:
+                del self._unconfirmed[tag]
+                batch.settle(index, Outcome.LOST)
+            if index % 500 == 499:
                 await asyncio.sleep(0)  # let heartbeats and early confirms through
-        if not futures:
-            return []
-        await asyncio.wait(futures)
-        return [future.result() for future in futures]
+        return await batch.sealed()
 
-    def _publish_one(self, message: Outgoing) -> asyncio.Future[Outcome]:
-        future: asyncio.Future[Outcome] = self._loop.create_future()
+    async def send(
+        self, exchange: str, routing_key: str, body: bytes, properties: Properties
+    ) -> Outcome:
+        """Publish one message as given, mandatory, and wait for the broker's confirm (the
+        worker's dead letters and retries)."""
+        [outcome] = await self._send_one(exchange, routing_key, body, properties, True).sealed()
+        return outcome
+
+    def send_nowait(
+        self, exchange: str, routing_key: str, body: bytes, properties: Properties
+    ) -> None:
+        """Publish one message, not mandatory, without waiting for a confirm (the worker's
+        events: telemetry must never hold anything up)."""
+        self._send_one(exchange, routing_key, body, properties, False)
+
+    def _send_one(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: Properties,
+        mandatory: bool,
+    ) -> _Batch:
+        batch = _Batch(self._loop)
+        index = batch.add()
         if not self.is_open:
-            future.set_result(Outcome.LOST)
-            return future
+            batch.settle(index, Outcome.LOST)
+            return batch
         tag, self._next_tag = self._next_tag, self._next_tag + 1
-        message_id = message.properties.message_id
-        self._unconfirmed[tag] = (future, message_id)
+        # "" never matches a return: only a mandatory message can come back unroutable
+        self._unconfirmed[tag] = (batch, index, properties.message_id if mandatory else "")
         try:
             self._ch.basic_publish(
-                exchange=message.exchange,
-                routing_key=message.routing_key,
-                body=message.body,
-                properties=_pika_properties(message.properties),
-                mandatory=True,
+                exchange=exchange,
+                routing_key=routing_key,
+                body=body,
+                properties=_pika_properties(properties),
+                mandatory=mandatory,
             )
         except pika.exceptions.AMQPError:
-            self._unconfirmed.pop(tag, None)
-            future.set_result(Outcome.LOST)
-        return future
+            del self._unconfirmed[tag]
+            batch.settle(index, Outcome.LOST)
+        return batch
 
     def _on_return(self, _ch: Any, _method: Any, properties: Any, _body: bytes) -> None:
         # basic.return arrives before the basic.ack for the same message
@@ -195,7 +234,7 @@ class Channel:
             entry = self._unconfirmed.pop(tag, None)
             if entry is None:
                 continue
-            future, message_id = entry
+            batch, index, message_id = entry
             if not acked:
                 outcome = Outcome.NACKED
             elif message_id in self._returned:
@@ -203,13 +242,11 @@ class Channel:
                 outcome = Outcome.UNROUTABLE
             else:
                 outcome = Outcome.CONFIRMED
-            if not future.done():
-                future.set_result(outcome)
+            batch.settle(index, outcome)
 
     def _on_close(self, _ch: Any, reason: BaseException) -> None:
-        for future, _ in self._unconfirmed.values():
-            if not future.done():
-                future.set_result(Outcome.LOST)
+        for batch, index, _ in self._unconfirmed.values():
+            batch.settle(index, Outcome.LOST)
         self._unconfirmed.clear()
         for pending in list(self._pending):
             if not pending.done():
@@ -268,6 +305,38 @@ class Channel:
                 await asyncio.wait_for(asyncio.shield(self.closed), 5)
 
 
+class _Batch:
+    """The outcomes of one publish call, settled by confirms; one future for the whole batch
+    (a future per message would cost more than publishing it)."""
+
+    __slots__ = ("_done", "_pending", "_sealed", "outcomes")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.outcomes: list[Outcome | None] = []
+        self._pending = 0
+        self._sealed = False
+        self._done: asyncio.Future[None] = loop.create_future()
+
+    def add(self) -> int:
+        self.outcomes.append(None)
+        self._pending += 1
+        return len(self.outcomes) - 1
+
+    def settle(self, index: int, outcome: Outcome) -> None:
+        if self.outcomes[index] is None:
+            self.outcomes[index] = outcome
+            self._pending -= 1
+            if self._sealed and not self._pending and not self._done.done():
+                self._done.set_result(None)
+
+    async def sealed(self) -> list[Outcome]:
+        """Wait until every message has an outcome."""
+        self._sealed = True
+        if self._pending:
+            await self._done
+        return [outcome or Outcome.LOST for outcome in self.outcomes]
+
+
 Setup = Callable[[Channel], Awaitable[None]]
 
 
@@ -323,17 +392,24 @@ class Link:
         """Keep connected until cancelled or close() is called."""
         delay = BACKOFF_FIRST_S
         down_since: float | None = None
-        last_error = ""
+        reminded = 0.0
         while not self._stop.is_set():
             try:
                 connection = await self._connect()
             except BrokerError as exc:
+                # Once per outage, then a reminder every few minutes: a log line per retry
+                # (or per due slot) would bury everything else in the journal.
+                now = time.monotonic()
                 if down_since is None:
-                    down_since = time.monotonic()
+                    down_since = reminded = now
                     log.warning("broker unreachable, retrying with backoff: %s", exc)
-                elif str(exc) != last_error:
-                    log.warning("broker still unreachable: %s", exc)
-                last_error = str(exc)
+                elif now - reminded >= REMIND_S:
+                    reminded = now
+                    log.warning(
+                        "broker still unreachable after %.0f min: %s", (now - down_since) / 60, exc
+                    )
+                else:
+                    log.debug("broker still unreachable: %s", exc)
                 self._set_state("down")
                 await self._pause(delay)
                 delay = min(delay * 2, BACKOFF_MAX_S)
@@ -346,7 +422,7 @@ class Link:
                 )
             else:
                 log.info("connected to %s", self.url)
-            down_since, last_error, delay = None, "", BACKOFF_FIRST_S
+            down_since, delay = None, BACKOFF_FIRST_S
             reason = await self._serve(connection)
             self._up.clear()
             self._channel = None
@@ -446,7 +522,7 @@ async def _open_connection(url: str, config: BrokerConfig, name: str) -> Any:
     # minute so the link reconnects (perhaps to another node) instead of hanging silently.
     parameters.blocked_connection_timeout = 60
     parameters.client_properties = {
-        "connection_name": f"beatd {name} on {socket.gethostname()}",
+        "connection_name": f"beatd {name} (pid {os.getpid()}) on {socket.gethostname()}",
         "product": "beatd",
     }
     opened: asyncio.Future[Any] = loop.create_future()
@@ -528,10 +604,9 @@ def _describe(error: BaseException) -> str:
     """A one-line reason for a pika error, without credentials."""
     if isinstance(error, pika.exceptions.ChannelClosed | pika.exceptions.ConnectionClosed):
         return f"{error.reply_code} {error.reply_text}".strip()
-    if isinstance(error, pika.exceptions.AMQPConnectorException | pika.exceptions.AMQPError):
-        text = str(error) or type(error).__name__
-    else:
-        text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    text = str(error)
+    if not isinstance(error, pika.exceptions.AMQPError) or not text:
+        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
     return _scrub(text)
 
 

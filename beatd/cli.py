@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 
 from beatd import __version__, durations, listing
-from beatd.config import Config, read_config
+from beatd.config import Config, Job, read_config
 from beatd.errors import BeatdError, ConfigError
 from beatd.messages import iso_utc
 from beatd.state import read_states
@@ -66,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
         )
         return sub
 
+    command("run", _run, "Run the scheduler daemon in the foreground (systemd daemonises).")
+    command("worker", _worker, "Run the executor daemon: consume runs and execute their tasks.")
     command("check", _check, "Validate the schedule file: a summary line, or every problem.")
     lister = command("list", _list, "Show upcoming runs, like `systemctl list-timers`.")
     lister.add_argument("--count", type=_positive_int, metavar="N", help="the next N runs")
@@ -77,6 +79,20 @@ def _parser() -> argparse.ArgumentParser:
         "--now", metavar="ISO", type=_iso_time, help="plan from this time (naive: the file's zone)"
     )
     lister.add_argument("--json", action="store_true", help="one JSON array of runs")
+    trigger = command("trigger", _trigger, "Publish one run of JOB now (trigger: manual).")
+    trigger.add_argument("job", metavar="JOB")
+    text = "Print a Celery app's beat_schedule as a beatd schedule file (format: celery)."
+    importer = commands.add_parser("import-celery", help=text, description=text)
+    importer.set_defaults(func=_import_celery)
+    source = importer.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "app", nargs="?", metavar="MODULE:APP", help="the app, as given to `celery -A`"
+    )
+    source.add_argument(
+        "--config-module",
+        metavar="MODULE",
+        help="read beat_schedule/CELERYBEAT_SCHEDULE and timezone from a plain config module",
+    )
     return parser
 
 
@@ -141,18 +157,73 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# The daemons import pika (tens of milliseconds); `list` and `check` should not pay for it.
+
+
+def _run(args: argparse.Namespace) -> int:
+    from beatd import beat  # noqa: PLC0415
+
+    setup_logging()
+    return beat.run(args.config, os.environ)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from beatd import worker  # noqa: PLC0415
+
+    setup_logging()
+    return worker.run(args.config, os.environ)
+
+
+def _trigger(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415  (40 ms that `list` and `check` should not pay either)
+
+    from beatd import beat  # noqa: PLC0415
+
+    config = _load(args)
+    job = _job(config, args.job, args.config)
+    run = asyncio.run(beat.publish_manual(config, job))
+    print(f"published {run.id}")
+    return EXIT_OK
+
+
+def _import_celery(args: argparse.Namespace) -> int:
+    from beatd import celery_import  # noqa: PLC0415  (imports celery: only for this command)
+
+    if args.app is not None:
+        app, source = celery_import.load_app(args.app), args.app
+    else:
+        app = celery_import.load_config_module(args.config_module)
+        source = f"--config-module {args.config_module}"
+    result = celery_import.convert(app, source)
+    sys.stdout.write(result.text)
+    for line in result.notes:
+        print(f"note: {line}", file=sys.stderr)
+    for line in result.problems:
+        print(f"not converted: {line}", file=sys.stderr)
+    if result.problems:
+        count = len(result.problems)
+        print(
+            f"beatd import-celery: {result.jobs} converted, {count} not converted", file=sys.stderr
+        )
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+def _job(config: Config, name: str, path: str) -> Job:
+    job = config.job(name)
+    if job is None:
+        hint = difflib.get_close_matches(name, [j.name for j in config.jobs], n=1)
+        also = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise BeatdError(f"{path}: no job named {name!r}{also}")
+    return job
+
+
 def _list(args: argparse.Namespace) -> int:
     config = _load(args)
     now = _aware(args.now, config.timezone) if args.now else datetime.now(UTC)
     jobs = list(config.jobs)
     if args.job is not None:
-        job = config.job(args.job)
-        if job is None:
-            names = [j.name for j in config.jobs]
-            hint = difflib.get_close_matches(args.job, names, n=1)
-            also = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise BeatdError(f"{args.config}: no job named {args.job!r}{also}")
-        jobs = [job]
+        jobs = [_job(config, args.job, args.config)]
     until = now + args.until if args.until else None
     runs = list(listing.upcoming(jobs, now, args.count, until))
     if args.json:
@@ -166,4 +237,5 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _aware(moment: datetime, zone: tzinfo) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=zone)
+    # In UTC, so `--until` adds real time: `now + 3h` on a zoned datetime adds wall-clock time.
+    return (moment if moment.tzinfo else moment.replace(tzinfo=zone)).astimezone(UTC)

@@ -71,6 +71,9 @@ class Outgoing:
     routing_key: str
     body: bytes
     properties: Properties
+    # Make sure this queue exists before publishing (Celery's producer declares its target
+    # queue the same way; see celery_format for how it must be declared). None: nothing to do.
+    queue: str | None = None
 
 
 def slot_id(job: str, slot: datetime) -> str:
@@ -80,20 +83,18 @@ def slot_id(job: str, slot: datetime) -> str:
 
 
 def compact_utc(moment: datetime) -> str:
-    moment = moment.astimezone(UTC)
-    text = moment.strftime("%Y%m%dT%H%M%S")
-    if moment.microsecond:
-        text += f".{moment.microsecond // 1000:03d}"
-    return text + "Z"
+    """20261121T053000Z (with .500 before the Z for sub-second slots)."""
+    m = moment.astimezone(UTC)
+    ms = f".{m.microsecond // 1000:03d}" if m.microsecond else ""
+    # f-strings, not strftime: three times faster, and a burst formats thousands of these
+    return f"{m.year:04d}{m.month:02d}{m.day:02d}T{m.hour:02d}{m.minute:02d}{m.second:02d}{ms}Z"
 
 
 def iso_utc(moment: datetime, *, millis: bool = False) -> str:
     """2026-11-21T05:30:00Z; with millis=True always three decimals (published_at)."""
-    moment = moment.astimezone(UTC)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    if millis or moment.microsecond:
-        text += f".{moment.microsecond // 1000:03d}"
-    return text + "Z"
+    m = moment.astimezone(UTC)
+    ms = f".{m.microsecond // 1000:03d}" if millis or m.microsecond else ""
+    return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}{ms}Z"
 
 
 def ttl_ms(run: Run, published_at: datetime) -> int | None:
@@ -106,40 +107,54 @@ def ttl_ms(run: Run, published_at: datetime) -> int | None:
 
 def beatd_message(run: Run, published_at: datetime, exchange: str) -> Outgoing:
     """The beatd format, version 1 (see README: Messages)."""
-    job = run.job
-    expires_at = run.expires_at
-    body: dict[str, Any] = {
-        "v": FORMAT_VERSION,
-        "id": run.id,
-        "job": job.name,
-        "task": job.task,
-        "args": list(job.args),
-        "kwargs": dict(job.kwargs),
-        "scheduled_at": iso_utc(run.slot),
-        "published_at": iso_utc(published_at, millis=True),
-        "expires_at": None if expires_at is None else iso_utc(expires_at),
-        "trigger": run.trigger.value,
-    }
-    ttl = ttl_ms(run, published_at)
-    properties = Properties(
-        message_id=run.id,
-        type=job.task,
-        timestamp=int(published_at.timestamp()),
-        priority=job.priority,
-        expiration=None if ttl is None else str(ttl),
-        headers={
-            "beatd-job": job.name,
-            "beatd-scheduled-at": iso_utc(run.slot),
-            "beatd-format": FORMAT_VERSION,
-        },
-    )
-    return Outgoing(
-        run=run,
-        exchange=job.exchange if job.exchange is not None else exchange,
-        routing_key=job.routing_key if job.routing_key is not None else job.task,
-        body=json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(),
-        properties=properties,
-    )
+    return BeatdTemplate(run.job, exchange).build(run, published_at)
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class BeatdTemplate:
+    """A job's beatd-format message with everything that does not change between runs
+    serialised once: a burst of 10,000 runs then costs string formatting, not json.dumps."""
+
+    __slots__ = ("exchange", "job", "routing_key", "static")
+
+    def __init__(self, job: Job, exchange: str) -> None:
+        self.job = job
+        self.exchange = job.exchange if job.exchange is not None else exchange
+        self.routing_key = job.routing_key if job.routing_key is not None else job.task
+        self.static = (
+            f',"job":{_json(job.name)},"task":{_json(job.task)}'
+            f',"args":{_json(list(job.args))},"kwargs":{_json(dict(job.kwargs))}'
+        )
+
+    def build(self, run: Run, published_at: datetime) -> Outgoing:
+        job = self.job
+        scheduled_at = iso_utc(run.slot)
+        expires_at = run.expires_at
+        expires = "null" if expires_at is None else f'"{iso_utc(expires_at)}"'
+        ttl = ttl_ms(run, published_at)
+        body = (
+            # Job names are [\w.:/-] (config.JOB_NAME): an id never needs JSON escaping.
+            f'{{"v":{FORMAT_VERSION},"id":"{run.id}"{self.static}'
+            f',"scheduled_at":"{scheduled_at}"'
+            f',"published_at":"{iso_utc(published_at, millis=True)}"'
+            f',"expires_at":{expires},"trigger":"{run.trigger.value}"}}'
+        )
+        properties = Properties(
+            message_id=run.id,
+            type=job.task,
+            timestamp=int(published_at.timestamp()),
+            priority=job.priority,
+            expiration=None if ttl is None else str(ttl),
+            headers={
+                "beatd-job": job.name,
+                "beatd-scheduled-at": scheduled_at,
+                "beatd-format": FORMAT_VERSION,
+            },
+        )
+        return Outgoing(run, self.exchange, self.routing_key, body.encode(), properties)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,6 @@ class Notifier:
         if address.startswith("@"):  # Linux abstract namespace
             address = "\0" + address[1:]
         self._address = address
-        self._socket: socket.socket | None = None
         watchdog_usec = env.get("WATCHDOG_USEC", "")
         watchdog_pid = env.get("WATCHDOG_PID", "")
         wanted = not watchdog_pid or watchdog_pid == str(os.getpid())
@@ -35,12 +34,9 @@ class Notifier:
         if not self._address:
             return
         payload = "\n".join(f"{key}={value}" for key, value in fields.items()).encode()
-        try:
-            if self._socket is None:
-                self._socket = socket.socket(
-                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
-                )
-            self._socket.sendto(payload, self._address)
+        try:  # a socket per message, as libsystemd's sd_notify does: nothing to keep open
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.sendto(payload, self._address)
         except OSError:
             pass
 
@@ -48,8 +44,3 @@ class Notifier:
         # Type=notify-reload wants MONOTONIC_USEC with RELOADING=1 (systemd 253+); older
         # systemd ignores the extra field.
         self.send(RELOADING=1, MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
-
-    def close(self) -> None:
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None

@@ -1,0 +1,106 @@
+"""Noticing edits of the schedule file: Linux inotify on its directory (editors and config
+managers replace files by rename, so watching the file itself would miss them), falling back
+to a 2-second stat poll where inotify is unavailable."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger("beatd.watch")
+
+_IN_MODIFY, _IN_ATTRIB, _IN_CLOSE_WRITE = 0x2, 0x4, 0x8
+_IN_MOVED_FROM, _IN_MOVED_TO, _IN_CREATE, _IN_DELETE = 0x40, 0x80, 0x100, 0x200
+_MASK = _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_MOVED_FROM | _IN_CREATE | _IN_DELETE | _IN_ATTRIB
+_EVENT = struct.Struct("iIII")
+POLL_S = 2.0
+
+
+class FileWatch:
+    """Calls on_change (from the event loop) when the file may have changed."""
+
+    def __init__(self, path: str | Path, on_change: Callable[[], None]) -> None:
+        self.path = Path(path)
+        self.on_change = on_change
+        self._fd: int | None = None
+        self._poll: asyncio.TimerHandle | None = None
+        self._names: set[str] = set()
+        self._last = self._signature()
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self._fd = _inotify_watch(self._directories())
+        except OSError as exc:
+            log.info("inotify unavailable (%s); checking %s every %.0fs", exc, self.path, POLL_S)
+            self._poll = loop.call_later(POLL_S, self._check)
+            return
+        loop.add_reader(self._fd, self._read)
+
+    def _directories(self) -> list[Path]:
+        # A symlinked file (Kubernetes ConfigMaps swap a `..data` link) changes in its
+        # target's directory, not only in the link's.
+        paths = {self.path.absolute(), self.path.resolve()}
+        self._names = {p.name for p in paths} | {"..data"}
+        return sorted({p.parent for p in paths})
+
+    def _read(self) -> None:
+        assert self._fd is not None
+        try:
+            data = os.read(self._fd, 65536)
+        except BlockingIOError:
+            return
+        offset, touched = 0, False
+        while offset + _EVENT.size <= len(data):
+            _wd, _mask, _cookie, length = _EVENT.unpack_from(data, offset)
+            name = data[offset + _EVENT.size : offset + _EVENT.size + length].rstrip(b"\0")
+            offset += _EVENT.size + length
+            touched = touched or os.fsdecode(name) in self._names
+        if touched:
+            self._changed()
+
+    def _check(self) -> None:
+        self._changed()
+        self._poll = asyncio.get_running_loop().call_later(POLL_S, self._check)
+
+    def _changed(self) -> None:
+        signature = self._signature()
+        if signature != self._last:
+            self._last = signature
+            self.on_change()
+
+    def _signature(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    def stop(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = None
+        if self._poll is not None:
+            self._poll.cancel()
+            self._poll = None
+
+
+def _inotify_watch(directories: list[Path]) -> int:
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+    for directory in directories:
+        if libc.inotify_add_watch(fd, os.fsencode(directory), _MASK) < 0:
+            errno = ctypes.get_errno()
+            os.close(fd)
+            raise OSError(errno, f"cannot watch {directory}: {os.strerror(errno)}")
+    return int(fd)

@@ -1,0 +1,71 @@
+"""The state file: what survives a restart, and clear errors when it cannot be used."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from beatd.errors import StateError
+from beatd.state import JobState, State, read_states
+
+T0 = datetime(2026, 11, 21, 5, 30, tzinfo=UTC)
+
+
+def test_saved_job_states_load_back_after_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "dir" / "state.db"
+    state = State(path)
+    saved = JobState("a", "f1", T0, T0, T0 + timedelta(milliseconds=3), 5, 2, 1)
+    state.save([saved, JobState("b", "f2", T0)])
+    state.close()
+    loaded = State(path).load()
+    assert loaded["a"] == saved
+    assert loaded["b"].last_slot is None
+    assert read_states(path) == loaded
+
+
+def test_forgotten_jobs_are_gone(tmp_path: Path) -> None:
+    state = State(tmp_path / "s.db")
+    state.save([JobState("a", "f", T0), JobState("b", "f", T0)])
+    state.forget(["a"])
+    assert set(state.load()) == {"b"}
+
+
+def test_the_database_is_in_wal_mode(tmp_path: Path) -> None:
+    State(tmp_path / "s.db").close()
+    mode = sqlite3.connect(tmp_path / "s.db").execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_reading_a_missing_state_file_gives_nothing_and_creates_nothing(tmp_path: Path) -> None:
+    assert read_states(tmp_path / "none.db") == {}
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_a_corrupt_state_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StateError, match=r"s\.db: .*corrupt\? move it aside"):
+        State(path)
+    with pytest.raises(StateError, match="cannot read the state file"):
+        read_states(path)
+
+
+def test_an_unwritable_state_location_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(StateError, match="cannot use the state file"):
+        State(blocker / "state.db")
+
+
+def test_a_state_file_from_another_schema_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    State(path).close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE meta SET value = '99' WHERE key = 'schema'")
+    db.commit()
+    db.close()
+    with pytest.raises(StateError, match="schema 99"):
+        State(path)
