@@ -320,7 +320,7 @@ class Scheduler:
                 continue
             queue = self._encoder(Run(job, now), now).queue
             if queue and queue not in self._declared_queues:
-                await channel.declare_queue(queue, durable=True)
+                await ensure_celery_queue(self.link, channel, queue)
                 self._declared_queues.add(queue)
 
     def _record(
@@ -512,6 +512,17 @@ def run(path: str, env: Mapping[str, str]) -> int:
     return asyncio.run(Scheduler(path, env).run())
 
 
+async def ensure_celery_queue(link: Link, channel: Channel, queue: str) -> None:
+    """Make sure a Celery queue exists before publishing to it, as Celery's producer does: use
+    it as the workers declared it (quorum, x-max-priority, ...: a declare with other arguments
+    would fail with 406), or create it as Celery would, with its same-named direct exchange."""
+    if await link.queue_exists(queue):
+        return
+    await channel.declare_exchange(queue, "direct")
+    await channel.declare_queue(queue, durable=True)
+    await channel.bind_queue(queue, queue, queue)
+
+
 async def publish_manual(config: Config, job: Job, clock: Clock = system_clock) -> Run:
     """`beatd trigger`: publish one run of job now; return it once the broker confirmed it."""
     link = await one_shot(config.broker, name="trigger")
@@ -521,8 +532,8 @@ async def publish_manual(config: Config, job: Job, clock: Clock = system_clock) 
         run = Run.manual(job, clock())
         message = encode(run, clock(), exchange)
         if message.queue:
-            await channel.declare_queue(message.queue, durable=True)
-        elif message.exchange:
+            await ensure_celery_queue(link, channel, message.queue)
+        elif job.format is MessageFormat.BEATD:
             await channel.declare_exchange(message.exchange, config.broker.exchange_type)
         [outcome] = await channel.publish([message])
     finally:

@@ -488,6 +488,25 @@ class Link:
         self._connection = None
         return _describe(closed.result()) if closed.done() else "closed"
 
+    async def queue_exists(self, name: str) -> bool:
+        """Whether a queue exists, asked on a throwaway channel: a passive declare of a
+        missing queue makes the broker close the channel it came on."""
+        connection = self._connection
+        if connection is None or connection.is_closed:
+            raise BrokerError("not connected")
+        closed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+        connection.add_on_close_callback(lambda _c, why: _resolve(closed, why))
+        probe = await _open_channel(connection, self, closed, confirms=False)
+        try:
+            await probe.declare_queue(name, passive=True)
+        except BrokerError as exc:
+            if str(exc).startswith("404"):
+                return False
+            raise
+        finally:
+            await probe.close()
+        return True
+
     async def close(self) -> None:
         """Close the connection gracefully; run() then returns."""
         self._stop.set()
@@ -550,7 +569,11 @@ async def _open_connection(url: str, config: BrokerConfig, name: str) -> Any:
 
 
 async def _open_channel(
-    connection: Any, link: Link, connection_closed: asyncio.Future[BaseException]
+    connection: Any,
+    link: Link,
+    connection_closed: asyncio.Future[BaseException],
+    *,
+    confirms: bool = True,
 ) -> Channel:
     opened: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     try:
@@ -562,7 +585,8 @@ async def _open_channel(
         opened.cancel()
         raise BrokerError(f"connection closed: {_describe(connection_closed.result())}")
     channel = Channel(link, opened.result())
-    await channel._enable_confirms()
+    if confirms:
+        await channel._enable_confirms()
     return channel
 
 

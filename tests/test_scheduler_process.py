@@ -202,3 +202,34 @@ def test_list_shows_last_from_the_state_the_daemon_wrote(
     assert main(["list", "-c", str(path)]) == 0
     row = capsys.readouterr().out.splitlines()[1]
     assert row.count(" UTC") == 2, "NEXT and LAST are both times: " + row
+
+
+def test_trigger_of_a_celery_job_uses_the_queue_as_the_workers_declared_it(
+    tmp_path: Path, rabbit: Rabbit, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue = rabbit.name("celeryq")
+    with rabbit.channel() as ch:  # as a worker with task_queue_max_priority=10 would
+        ch.queue_declare(queue, durable=True, arguments={"x-max-priority": 10})
+    rabbit.queues.append(queue)
+    jobs = (
+        f"  report:\n    every: 1h\n    task: proj.report\n    format: celery\n    queue: {queue}\n"
+    )
+    path = write_config(tmp_path, rabbit, jobs)
+    assert main(["trigger", "-c", str(path), "report"]) == 0, capsys.readouterr().err
+    [m] = rabbit.wait_for(queue, 1)
+    assert m.properties.headers["task"] == "proj.report"
+
+
+def test_trigger_of_a_celery_job_creates_a_missing_queue_as_celery_would(
+    tmp_path: Path, rabbit: Rabbit, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue = rabbit.name("fresh")
+    rabbit.queues.append(queue)
+    rabbit.exchanges.append(queue)
+    jobs = (
+        f"  report:\n    every: 1h\n    task: proj.report\n    format: celery\n    queue: {queue}\n"
+    )
+    path = write_config(tmp_path, rabbit, jobs)
+    assert main(["trigger", "-c", str(path), "report"]) == 0, capsys.readouterr().err
+    assert rabbit.depth(queue) == 1
+    assert rabbit.exchange_exists(queue), "Celery's same-named direct exchange"
