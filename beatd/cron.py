@@ -36,8 +36,8 @@ DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _DAYS_IN_MONTH = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # Feb 29 exists
 
 
-@dataclass(frozen=True, slots=True)
-class _Field:
+@dataclass(frozen=True, slots=True, eq=False)  # six singletons: identity is equality, and
+class _Field:  # hashing by identity keeps the parse caches' lookups cheap
     name: str
     low: int
     high: int
@@ -85,7 +85,7 @@ class CronExpr:
                 else:
                     mo = self.months[i]
                 d, h, mi, s = 1, 0, 0, 0
-            last = calendar.monthrange(y, mo)[1]
+            last = 28 if mo == 2 and not calendar.isleap(y) else _DAYS_IN_MONTH[mo]
             while d <= last and not self._day_matches(y, mo, d, last):
                 d, h, mi, s = d + 1, 0, 0, 0
             if d > last:
@@ -120,6 +120,8 @@ class CronExpr:
         by_dom = d in self.days or (self.last_day and d == last)
         if by_dom != self.day_and:
             return by_dom  # OR with a matching day, or AND with a failing one: settled
+        if len(self.weekdays) == 7:  # any day of the week (no need to work out which)
+            return True
         dow = (calendar.weekday(y, mo, d) + 1) % 7
         return (
             dow in self.weekdays
@@ -244,6 +246,8 @@ def _parse_term(field: _Field, term: str, hash_key: str, index: int) -> set[int]
         low = field.low
     elif "-" in base:
         first, _, second = base.partition("-")
+        if not first or not second:
+            raise CronError(f"{field.name}: {base!r} is not a range like 1-5")
         low, high = _value(field, first), _value(field, second)
         if high < low:
             raise CronError(f"{field.name}: range {base!r} is backwards (no wrap-around in cron)")

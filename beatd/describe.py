@@ -27,6 +27,9 @@ def describe(expr: CronExpr) -> str:
 
 def _time_of_day(expr: CronExpr) -> str:
     sec, mins, hours = expr.seconds, expr.minutes, expr.hours
+    if len(sec) == 1 and len(hours) <= 4 and len(mins) <= 2 and len(hours) * len(mins) <= 4:
+        seconds = f":{sec[0]:02d}" if sec[0] else ""  # 04:05:30, or 04:05 as usual
+        return "at " + ", ".join(f"{h:02d}:{m:02d}{seconds}" for h in hours for m in mins)
     if sec != (0,):
         every = _step(sec, 60)
         what = f"every {every} seconds" if every else f"at second {_list(sec)}"
@@ -35,8 +38,6 @@ def _time_of_day(expr: CronExpr) -> str:
         if len(mins) == 60 and len(hours) == 24:
             return what
         return f"{what}, {_minutes_and_hours(mins, hours)}"
-    if len(hours) <= 4 and len(mins) <= 2 and len(hours) * len(mins) <= 4:
-        return "at " + ", ".join(f"{h:02d}:{m:02d}" for h in hours for m in mins)
     return _minutes_and_hours(mins, hours)
 
 

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+import math
 import re
 from datetime import timedelta
 
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 _PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*")
 EXAMPLES = "e.g. 500ms, 30s, 5m, 1h30m, 2d"
+_LONGEST_MS = 36_500 * _UNITS_MS["d"]
 
 
 def parse_duration(value: object, *, allow_zero: bool = False) -> timedelta:
     """Parse a duration; a bare number means seconds, as in systemd. Raise ValueError."""
     if isinstance(value, bool):  # YAML's `yes` is an int subclass; never a duration
         raise ValueError(f"{value!r} is not a duration ({EXAMPLES})")
-    if isinstance(value, int | float):
+    if isinstance(value, int | float) and math.isfinite(value):
         total_ms = round(value * 1000)
     elif isinstance(value, str):
         total_ms = _parse_text(value)
@@ -22,9 +25,13 @@ def parse_duration(value: object, *, allow_zero: bool = False) -> timedelta:
         raise ValueError(f"{value!r} is not a duration ({EXAMPLES})")
     if total_ms < 0 or (total_ms == 0 and not allow_zero):
         raise ValueError(f"{value!r} must be {'zero or more' if allow_zero else 'positive'}")
+    # Longer would overflow datetime arithmetic near the end of the calendar.
+    if total_ms > _LONGEST_MS:
+        raise ValueError(f"{value!r} is too long (at most 36500d, about 100 years)")
     return timedelta(milliseconds=total_ms)
 
 
+@functools.lru_cache(maxsize=1024)  # a big file says `every: 5m` thousands of times
 def _parse_text(text: str) -> int:
     pos, total, seen = 0, 0.0, False
     while pos < len(text):
@@ -35,7 +42,7 @@ def _parse_text(text: str) -> int:
         pos, seen = match.end(), True
     if not seen:
         raise ValueError(f"{text!r} is not a duration ({EXAMPLES})")
-    return round(total)
+    return round(total) if math.isfinite(total) else _LONGEST_MS + 1  # the caller: too long
 
 
 def format_duration(delta: timedelta) -> str:

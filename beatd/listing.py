@@ -42,16 +42,17 @@ def upcoming(
             key=lambda run: (run.at, run.job.name),
         )
         return
-    merged: Iterator[tuple[datetime, Run]] = heapq.merge(*(_runs(job, now) for job in enabled))
+    # Runs at the same time come in job-name order, as above (Runs themselves do not compare).
+    merged: Iterator[tuple[datetime, str, Run]] = heapq.merge(*(_runs(job, now) for job in enabled))
     if until is not None:
         merged = itertools.takewhile(lambda item: item[0] <= until, merged)
-    yield from (run for _, run in itertools.islice(merged, count))
+    yield from (run for _, _, run in itertools.islice(merged, count))
 
 
-def _runs(job: Job, now: datetime) -> Iterator[tuple[datetime, Run]]:
+def _runs(job: Job, now: datetime) -> Iterator[tuple[datetime, str, Run]]:
     at = job.schedule.next_after(now)
     while at is not None:
-        yield at, Run(at, job)
+        yield at, job.name, Run(at, job)
         at = job.schedule.next_after(at)
 
 
@@ -106,10 +107,8 @@ def table(runs: Iterable[Run], states: Mapping[str, JobState], now: datetime) ->
         last_text = _local(last, job) if last else "-"
         rows.append((next_text, left, last_text, job.name, schedule_words(job), job.task))
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    ]
+    line = "  ".join(f"{{:<{width}}}" for width in widths)  # each cell padded to its column
+    lines = [line.format(*row).rstrip() for row in [header, *rows]]
     jobs = len({row[3] for row in rows})
     summary = f"{jobs} {'job' if jobs == 1 else 'jobs'} listed."
     if len(rows) != jobs:

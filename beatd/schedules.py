@@ -36,6 +36,13 @@ class Interval:
         since_us = _microseconds(t - EPOCH - self.offset)
         return EPOCH + self.offset + timedelta(microseconds=(since_us // period_us + 1) * period_us)
 
+    def count_between(self, after: datetime, until: datetime) -> int:
+        """How many slots lie in (after, until]."""
+        period_us = _microseconds(self.every)
+        last = _microseconds(until - EPOCH - self.offset) // period_us
+        first = _microseconds(after - EPOCH - self.offset) // period_us
+        return max(0, last - first)
+
     def latest_at_or_before(self, t: datetime) -> datetime:
         period_us = _microseconds(self.every)
         since_us = _microseconds(t - EPOCH - self.offset)

@@ -24,9 +24,7 @@ def redact(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
+    host = parts.netloc.rpartition("@")[2]  # as written: keeps an IPv6 host's brackets
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 

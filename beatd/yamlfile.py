@@ -8,6 +8,7 @@ constructed by PyYAML's own safe resolver and constructors, so they mean what th
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ from beatd.errors import Problem
 _STR = "tag:yaml.org,2002:str"
 _MERGE = "tag:yaml.org,2002:merge"
 _MAP = "tag:yaml.org,2002:map"
+_SET = "tag:yaml.org,2002:set"
 _SEQ = "tag:yaml.org,2002:seq"
 _RESOLVER = yaml.resolver.Resolver()
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
@@ -82,6 +84,13 @@ def parse(text: str, file: str) -> Any:
         raise YamlError(Problem(file, None, f"not valid YAML: {exc}")) from exc
 
 
+@functools.lru_cache(maxsize=4096)  # keys like `task` and values like `true` repeat all over
+def _implicit_tag(value: str) -> str:
+    """The tag PyYAML's safe resolver gives a plain scalar (its regexes are slow)."""
+    tag: str = _RESOLVER.resolve(ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
+    return tag
+
+
 class _Builder:
     def __init__(self, next_event: Callable[[], Event], file: str) -> None:
         self.next = next_event
@@ -110,6 +119,8 @@ class _Builder:
             result = self.scalar(event)  # type: ignore[arg-type]
         elif kind is MappingStartEvent:
             result = self.mapping(event)  # type: ignore[arg-type]
+            if event.tag == _SET:  # type: ignore[attr-defined]
+                result = set(result)  # as PyYAML builds it; args/kwargs then name the set
         elif kind is SequenceStartEvent:
             result = self.sequence(event)  # type: ignore[arg-type]
         elif kind is AliasEvent:
@@ -129,7 +140,7 @@ class _Builder:
         if tag is None and event.implicit[0]:
             if value[:1] not in _RESOLVED_FIRST:  # most keys and values: a plain string
                 return value
-            tag = _RESOLVER.resolve(ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
+            tag = _implicit_tag(value)
         elif tag is None or tag == "!":
             return value
         if tag == _STR:
@@ -141,7 +152,7 @@ class _Builder:
         return construct(_CONSTRUCTOR, node)
 
     def mapping(self, start: MappingStartEvent) -> YMap:
-        if start.tag not in (None, "!", _MAP):
+        if start.tag not in (None, "!", _MAP, _SET):
             raise self.fail(start, f"not valid YAML here: unsupported tag {start.tag}")
         result = YMap()
         result.line, result.lines, result.duplicates = _line(start), {}, []

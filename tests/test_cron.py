@@ -4,7 +4,7 @@ croniter and cronsim in UTC (time zones are tests/test_dst.py's business)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from itertools import islice
+from itertools import islice, pairwise
 
 import pytest
 from croniter import croniter
@@ -29,8 +29,16 @@ def fires(expr: str | CronExpr, start: datetime = START, count: int = 5) -> list
     return found
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(
+    year: int,
+    month: int,
+    day: int,
+    hour: int = 0,
+    minute: int = 0,
+    second: int = 0,
+    microsecond: int = 0,
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, microsecond, tzinfo=UTC)
 
 
 # --- fields -----------------------------------------------------------------------------------
@@ -90,7 +98,9 @@ def test_reboot_is_rejected_with_a_pointer_to_at() -> None:
 
 
 def test_an_unknown_macro_lists_the_known_ones() -> None:
-    with pytest.raises(CronError, match=r"unknown macro '@fortnightly' \(one of @yearly, .*@hourly\)"):
+    with pytest.raises(
+        CronError, match=r"unknown macro '@fortnightly' \(one of @yearly, .*@hourly\)"
+    ):
         parse("@fortnightly")
 
 
@@ -227,7 +237,7 @@ def test_h_with_a_step_starts_at_a_hashed_offset_below_the_step() -> None:
     for name in NAMES:
         minutes = parse("H/15 * * * *", name).minutes
         assert len(minutes) == 4
-        assert all(b - a == 15 for a, b in zip(minutes, minutes[1:], strict=False))
+        assert all(b - a == 15 for a, b in pairwise(minutes))
         starts.add(minutes[0])
     assert starts == set(range(15))
 
@@ -296,7 +306,8 @@ def test_bad_h_terms_say_what_is_allowed(expression: str, message: str) -> None:
         ("0 0 * * funday", "day-of-week: 'funday' is not a number 0-7 or a name sun-sat"),
         ("30-10 * * * *", "minute: range '30-10' is backwards (no wrap-around in cron)"),
         ("1,,2 * * * *", "minute: empty value"),
-        ("0 -1 * * *", "hour: '' is not a number 0-23"),
+        ("0 -1 * * *", "hour: '-1' is not a range like 1-5"),
+        ("0 1- * * *", "hour: '1-' is not a range like 1-5"),
         (
             "* * *",
             "expected 5 fields (minute hour day-of-month month day-of-week), "
