@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import logging
 import signal
@@ -22,7 +23,7 @@ from beatd import plan
 from beatd.broker import Channel, Link, Outcome, one_shot
 from beatd.config import Config, Job, MessageFormat, read_config
 from beatd.errors import BeatdError, BrokerError, ConfigError
-from beatd.messages import BeatdTemplate, Outgoing, Run, beatd_message, iso_utc
+from beatd.messages import BeatdTemplate, Draft, Outgoing, Run, beatd_message, iso_utc
 from beatd.state import JobState, State
 from beatd.systemd import Notifier
 from beatd.watch import FileWatch
@@ -34,6 +35,9 @@ MAX_SLEEP_S = 60.0  # re-read the wall clock at least this often, so a clock ste
 RETRY_FIRST_S, RETRY_MAX_S = 1.0, 30.0
 SHUTDOWN_GRACE_S = 10.0  # how long SIGTERM waits for confirms of the batch in flight
 RELOAD_DEBOUNCE_S = 0.2  # editors write a file in several steps
+# Plan and draft a burst this long before its slot (10,000 runs take ~0.3 s to draft), so
+# that at the slot only the sending is left: the last of 1,000 runs leaves ~25 ms sooner.
+PREPARE_AHEAD_S = 0.5
 EXIT_CONFIG = 78
 
 
@@ -58,13 +62,32 @@ class Encoder:
         self._templates: dict[str, BeatdTemplate] = {}
 
     def __call__(self, run: Run, published_at: datetime) -> Outgoing:
+        return self.draft(run)(published_at)
+
+    def draft(self, run: Run) -> Draft:
         job = run.job
         if job.format is MessageFormat.CELERY:
-            return encode(run, published_at, self.default_exchange)
+            return functools.partial(_encode_at, run, self.default_exchange)
         template = self._templates.get(job.name)
         if template is None or template.job is not job:
             template = self._templates[job.name] = BeatdTemplate(job, self.default_exchange)
-        return template.build(run, published_at)
+        return template.draft(run)
+
+
+def _encode_at(run: Run, exchange: str, published_at: datetime) -> Outgoing:
+    return encode(run, published_at, exchange)
+
+
+@dataclass
+class Prepared:
+    """A burst drafted before its slot: planned as of `at`, each message waiting only for the
+    time it is sent. At the slot, publishing is all that is left to do."""
+
+    at: datetime
+    names: list[str]
+    plans: list[plan.JobPlan]
+    drafts: list[Draft]
+    expired: set[str]
 
 
 @dataclass
@@ -97,6 +120,7 @@ class Scheduler:
         self._heap: list[tuple[datetime, str]] = []  # may hold stale entries; _due decides
         self._retry_s: dict[str, float] = {}
         self._parked: set[str] = set()  # due while the broker is away
+        self._prepared: Prepared | None = None
         self._declared_queues: set[str] = set()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -200,11 +224,13 @@ class Scheduler:
             self._wake.clear()
             if self._reload:
                 self._reload = False
+                self._prepared = None  # drafted from the old file; _apply reschedules its jobs
                 await self._reload_config()
             await self._run_pass()
             if self.notifier.watchdog_s:
                 self.notifier.send(WATCHDOG=1)
             if not self._stop:
+                self._prepare_next()
                 await self._sleep()
 
     async def _run_pass(self) -> None:
@@ -228,15 +254,55 @@ class Scheduler:
 
     async def _sleep(self) -> None:
         timeout = MAX_SLEEP_S
-        top = self._peek()
-        if top is not None:
-            timeout = min(timeout, (top[0] - self.clock()).total_seconds())
+        wake_at = self._next_wake()
+        if wake_at is not None:
+            timeout = min(timeout, (wake_at - self.clock()).total_seconds())
         if self.notifier.watchdog_s:
             timeout = min(timeout, self.notifier.watchdog_s / 2)
         if timeout <= 0:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _next_wake(self) -> datetime | None:
+        """The drafted burst's slot; else time to draft the next one; else its slot."""
+        if self._prepared is not None:
+            return self._prepared.at
+        top = self._peek()
+        if top is None:
+            return None
+        if self.link.channel_now() is None:
+            return top[0]
+        return top[0] - timedelta(seconds=PREPARE_AHEAD_S)
+
+    def _prepare_next(self) -> None:
+        """Draft the next burst if its slot is less than PREPARE_AHEAD_S away."""
+        top = self._peek()
+        if self._prepared is not None or top is None or self.link.channel_now() is None:
+            return
+        at = top[0]
+        if (at - self.clock()).total_seconds() > PREPARE_AHEAD_S:
+            return
+        names = self._pop_due(at)
+        plans, drafts, expired = [], [], set()
+        for name in names:
+            job_plan = self._plan(self.jobs[name], at)
+            plans.append(job_plan)
+            for run in job_plan.runs:
+                if run.expires_at is not None and run.expires_at <= at:
+                    expired.add(run.id)
+                    self._log_expired(run)
+                else:
+                    drafts.append(self._encoder.draft(run))
+        self._prepared = Prepared(at, names, plans, drafts, expired)
+
+    def _pop_due(self, now: datetime) -> list[str]:
+        due = []
+        while (top := self._peek()) is not None and top[0] <= now:
+            heapq.heappop(self._heap)
+            del self._due[top[1]]
+            due.append(top[1])
+        return due
 
     def _peek(self) -> tuple[datetime, str] | None:
         """The earliest live heap entry (stale ones, of removed or rescheduled jobs, go)."""
@@ -246,29 +312,34 @@ class Scheduler:
 
     async def _pass(self) -> None:
         now = self.clock()
-        due: list[str] = []
-        while (top := self._peek()) is not None and top[0] <= now:
-            heapq.heappop(self._heap)
-            del self._due[top[1]]
-            due.append(top[1])
+        prepared = self._prepared
+        if prepared is not None and prepared.at <= now:
+            self._prepared = None
+        else:
+            prepared = None
+        due = self._pop_due(now)
         channel = self.link.channel_now()
         if channel is None:
             # The broker is away: park the due jobs until it is back, and plan them then, so
             # whatever went past its grace meanwhile is handled by the misfire policy.
-            self._parked.update(due)
+            self._parked.update(due + (prepared.names if prepared else []))
             return
         due += [name for name in self._parked if name in self.jobs and name not in due]
         self._parked.clear()
-        if not due:
+        if not due and prepared is None:
             return
-        await self._declare_queues(channel, due, now)
-        plans: list[plan.JobPlan] = []
-        expired: set[str] = set()
+        await self._declare_queues(channel, due + (prepared.names if prepared else []), now)
+        plans = prepared.plans if prepared else []
+        expired = prepared.expired if prepared else set()
         clock, encoder = self.clock, self._encoder
 
         def messages() -> Iterator[Outgoing]:
-            # Planning and publishing interleave: the first run of a burst goes out at once,
-            # not after all 10,000 jobs are planned.
+            # Each message is stamped with its real send time as it goes.
+            if prepared is not None:
+                for draft in prepared.drafts:
+                    yield draft(clock())
+            # Jobs due without a draft (a slot that came due while busy, or after an outage):
+            # planning interleaves with sending, so the first run goes out at once.
             for name in due:
                 job_plan = self._plan(self.jobs[name], now)
                 plans.append(job_plan)
@@ -277,7 +348,7 @@ class Scheduler:
                         expired.add(run.id)
                         self._log_expired(run)
                     else:
-                        yield encoder(run, clock())  # stamped with its real send time
+                        yield encoder(run, clock())
 
         results = iter(await channel.publish(messages()))
         outcomes = [None if run.id in expired else next(results) for p in plans for run in p.runs]

@@ -3,9 +3,10 @@ Pure: the publish time is an argument; nothing here touches a socket."""
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -82,6 +83,7 @@ def slot_id(job: str, slot: datetime) -> str:
     return f"{job}@{compact_utc(slot)}"
 
 
+@functools.lru_cache(maxsize=1024)  # a burst formats the same slot thousands of times
 def compact_utc(moment: datetime) -> str:
     """20261121T053000Z (with .500 before the Z for sub-second slots)."""
     m = moment.astimezone(UTC)
@@ -130,31 +132,53 @@ class BeatdTemplate:
         )
 
     def build(self, run: Run, published_at: datetime) -> Outgoing:
-        job = self.job
+        return self.draft(run)(published_at)
+
+    def draft(self, run: Run) -> Draft:
+        """Everything about run's message but its publish time: the scheduler drafts a burst
+        before the slot and only stamps each message as it sends it."""
+        return _BeatdDraft(self, run)
+
+
+Draft = Callable[[datetime], Outgoing]  # published_at -> the message
+
+
+class _BeatdDraft:
+    __slots__ = ("expires_at", "head", "headers", "job", "run", "tail", "template")
+
+    def __init__(self, template: BeatdTemplate, run: Run) -> None:
+        job = template.job
         scheduled_at = iso_utc(run.slot)
-        expires_at = run.expires_at
+        self.template, self.run, self.job = template, run, job
+        self.expires_at = expires_at = run.expires_at
         expires = "null" if expires_at is None else f'"{iso_utc(expires_at)}"'
-        ttl = ttl_ms(run, published_at)
-        body = (
-            # Job names are [\w.:/-] (config.JOB_NAME): an id never needs JSON escaping.
-            f'{{"v":{FORMAT_VERSION},"id":"{run.id}"{self.static}'
-            f',"scheduled_at":"{scheduled_at}"'
-            f',"published_at":"{iso_utc(published_at, millis=True)}"'
-            f',"expires_at":{expires},"trigger":"{run.trigger.value}"}}'
+        # Job names are [\w.:/-] (config.JOB_NAME): an id never needs JSON escaping.
+        self.head = (
+            f'{{"v":{FORMAT_VERSION},"id":"{run.id}"{template.static}'
+            f',"scheduled_at":"{scheduled_at}","published_at":"'
         )
+        self.tail = f'","expires_at":{expires},"trigger":"{run.trigger.value}"}}'
+        self.headers = {
+            "beatd-job": job.name,
+            "beatd-scheduled-at": scheduled_at,
+            "beatd-format": FORMAT_VERSION,
+        }
+
+    def __call__(self, published_at: datetime) -> Outgoing:
+        ttl = ttl_ms(self.run, published_at) if self.expires_at is not None else None
+        body = self.head + iso_utc(published_at, millis=True) + self.tail
         properties = Properties(
-            message_id=run.id,
-            type=job.task,
+            message_id=self.run.id,
+            type=self.job.task,
             timestamp=int(published_at.timestamp()),
-            priority=job.priority,
+            priority=self.job.priority,
             expiration=None if ttl is None else str(ttl),
-            headers={
-                "beatd-job": job.name,
-                "beatd-scheduled-at": scheduled_at,
-                "beatd-format": FORMAT_VERSION,
-            },
+            headers=self.headers,
         )
-        return Outgoing(run, self.exchange, self.routing_key, body.encode(), properties)
+        template = self.template
+        return Outgoing(
+            self.run, template.exchange, template.routing_key, body.encode(), properties
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import pytest
 from beatd.beat import Scheduler
 from beatd.state import read_states
 from beatd.systemd import Notifier
-from tests.rabbit import FakeClock, Rabbit, async_wait_until, utc
+from tests.rabbit import FakeClock, Rabbit, TcpProxy, async_wait_until, utc
 
 T0 = utc(2026, 11, 21, 5, 30)
 
@@ -370,3 +370,47 @@ def test_the_scheduler_does_not_start_from_an_invalid_file(
         code = asyncio.run(running(path, clock, lambda s: asyncio.sleep(0), up=False))
     assert code == 78
     assert any("every: '0s' must be positive" in r.getMessage() for r in caplog.records)
+
+
+def test_a_burst_drafted_before_its_slot_waits_for_it_and_a_reload_redrafts_it(
+    tmp_path: Path, rabbit: Rabbit
+) -> None:
+    path = config(tmp_path, rabbit, "  a:\n    every: 1m\n    task: t.a\n    args: [1]\n")
+    queue = rabbit.queue(rabbit.name("x"))
+    clock = FakeClock(T0 - timedelta(milliseconds=200))  # within PREPARE_AHEAD_S of 05:30
+    got: list[Any] = []
+
+    async def body(s: Scheduler) -> None:
+        await async_wait_until(lambda: s._prepared is not None)
+        await asyncio.sleep(0.3)
+        assert rabbit.drain(queue) == [], "drafted, not sent: the slot has not come"
+        config(tmp_path, rabbit, "  a:\n    every: 1m\n    task: t.a\n    args: [2]\n")
+        os.kill(os.getpid(), signal.SIGHUP)
+        await async_wait_until(lambda: s.jobs["a"].args == (2,))
+        await advance(s, clock, seconds=0.2)
+        got.extend(await messages(rabbit, queue, 1))
+
+    asyncio.run(running(path, clock, body))
+    assert [(m.properties.message_id, m.json["args"]) for m in got] == [("a@20261121T053000Z", [2])]
+    assert got[0].json["published_at"] == "2026-11-21T05:30:00.000Z", "stamped when sent"
+
+
+def test_a_drafted_burst_is_kept_for_later_when_the_broker_is_gone_at_its_slot(
+    tmp_path: Path, rabbit: Rabbit, proxy: TcpProxy
+) -> None:
+    path = config(tmp_path, rabbit, "  a:\n    every: 1m\n    task: t.a\n")
+    path.write_text(path.read_text().replace("broker:\n", f"broker:\n  url: {proxy.url}\n"))
+    queue = rabbit.queue(rabbit.name("x"))
+    clock = FakeClock(T0 - timedelta(milliseconds=200))
+
+    async def body(s: Scheduler) -> None:
+        await async_wait_until(lambda: s._prepared is not None)
+        proxy.cut()
+        await async_wait_until(lambda: s.link.state == "down")
+        await advance(s, clock, seconds=0.2)  # due, nowhere to send it
+        await asyncio.sleep(0.3)
+        proxy.restore()
+        [m] = await messages(rabbit, queue, 1)
+        assert m.properties.message_id == "a@20261121T053000Z"
+
+    asyncio.run(running(path, clock, body))
