@@ -34,8 +34,11 @@ class Notifier:
         if not self._address:
             return
         payload = "\n".join(f"{key}={value}" for key, value in fields.items()).encode()
+        flags = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
         try:  # a socket per message, as libsystemd's sd_notify does: nothing to keep open
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            with socket.socket(socket.AF_UNIX, flags) as sock:
+                # Non-blocking: a reader that stopped reading (its queue holds only ~10
+                # datagrams) must cost a status line, never a stuck scheduler.
                 sock.sendto(payload, self._address)
         except OSError:
             pass

@@ -65,3 +65,12 @@ def test_the_watchdog_interval_is_read_for_this_process_only() -> None:
     assert mine.watchdog_s == 20.0
     other = Notifier({"WATCHDOG_USEC": "20000000", "WATCHDOG_PID": "1"})
     assert other.watchdog_s is None
+
+
+def test_a_reader_that_stopped_reading_never_blocks_the_sender(
+    notify_socket: tuple[socket.socket, str],
+) -> None:
+    _sock, path = notify_socket  # bound, never read: its queue fills after a few datagrams
+    notifier = Notifier({"NOTIFY_SOCKET": path})
+    for _ in range(200):
+        notifier.send(STATUS="x" * 1000)  # would hang here if the send blocked

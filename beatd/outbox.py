@@ -1,0 +1,176 @@
+"""What the worker declares on the broker, and what it publishes besides acks: dead letters,
+retries (through per-delay holding queues) and events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+from beatd.broker import Channel, Delivery, Link, Outcome
+from beatd.config import BrokerConfig, WorkerConfig
+from beatd.dispatch import (
+    ATTEMPT_HEADER,
+    DETAIL_HEADER,
+    REASON_HEADER,
+    Event,
+    Reason,
+    RunFacts,
+    dead_letter_headers,
+    event_body,
+    event_properties,
+    event_routing_key,
+    onward,
+    retry_queue,
+    retry_queue_arguments,
+    worker_queue_arguments,
+)
+from beatd.errors import BrokerError
+from beatd.messages import Properties
+
+log = logging.getLogger("beatd.worker")
+
+# Once the worker is stopping, how long a finished run keeps trying to reach the broker to
+# be settled. After that its message goes back to the queue unsettled, and the run-id store
+# finishes the telling when it comes back: a finished run is never run again.
+SETTLE_AT_STOP_S = 30.0
+BACKOFF_MAX_S = 10.0
+
+
+async def declare(channel: Channel, broker: BrokerConfig, w: WorkerConfig) -> None:
+    """The worker's exchanges, queues and bindings (idempotent: runs on every new channel)."""
+    await channel.declare_exchange(broker.exchange, broker.exchange_type)
+    await channel.declare_exchange(w.dead_letter_exchange, "direct")
+    extra = {"x-queue-type": "quorum"} if w.queue_type == "quorum" else {}
+    await channel.declare_queue(w.dead_letter_queue, arguments=extra)
+    # Bound by this worker's queue name: workers with dead-letter queues of their own can
+    # share the exchange, and the broker dead-letters expired runs with the same key.
+    await channel.bind_queue(w.dead_letter_queue, w.dead_letter_exchange, w.queue)
+    await channel.declare_exchange(w.events_exchange, "topic")
+    arguments = worker_queue_arguments(w.queue_type, w.dead_letter_exchange, w.queue)
+    await channel.declare_queue(w.queue, arguments=arguments)
+    for key in w.bindings:
+        await channel.bind_queue(w.queue, broker.exchange, key)
+
+
+class Outbox:
+    """Publishes for the worker over its link. Dead letters and retries wait for the
+    broker's confirm (a run is settled only once they are safe); events do not."""
+
+    def __init__(
+        self,
+        link: Link,
+        config: WorkerConfig,
+        *,
+        identity: str,
+        clock: Callable[[], datetime],
+        stopping: Callable[[], bool],
+    ) -> None:
+        self.link = link
+        self.config = config
+        self.identity = identity
+        self.clock = clock
+        self.stopping = stopping
+        self.events_dropped = 0
+
+    async def dead_letter(
+        self, delivery: Delivery, attempt: int, reason: Reason, detail: str
+    ) -> bool:
+        """Copy the message to the dead-letter exchange with why; False if the worker
+        stopped before the broker confirmed it."""
+        w = self.config
+        headers = dead_letter_headers(
+            reason,
+            detail,
+            queue=w.queue,
+            routing_key=delivery.routing_key,
+            attempt=attempt,
+            worker=self.identity,
+            now=self.clock(),
+        )
+        properties = onward(delivery.properties, headers)
+        return await self._publish(
+            "dead letter", w.dead_letter_exchange, w.queue, delivery.body, properties
+        )
+
+    async def retry(
+        self, delivery: Delivery, attempt: int, delay: timedelta, reason: Reason, detail: str
+    ) -> bool:
+        """Park attempt+1 in a holding queue that hands it back to the work queue after
+        `delay`; the attempt number travels in a header."""
+        w = self.config
+        holding = retry_queue(w.queue, delay)
+        headers = {
+            ATTEMPT_HEADER: attempt + 1,
+            REASON_HEADER: reason.value,
+            DETAIL_HEADER: detail[:1000],
+        }
+        properties = onward(delivery.properties, headers)
+
+        async def declare_holding(channel: Channel) -> None:
+            # Declared before every retry: it deletes itself when unused (x-expires).
+            await channel.declare_queue(holding, arguments=retry_queue_arguments(w.queue, delay))
+
+        return await self._publish(
+            "retry", "", holding, delivery.body, properties, before=declare_holding
+        )
+
+    def emit(self, event: Event, facts: RunFacts) -> None:
+        """Publish an event, fire and forget: monitoring must never hold up a run, and an
+        event while the broker is away is dropped (counted)."""
+        channel = self.link.channel_now()
+        if channel is None:
+            self.events_dropped += 1
+            return
+        now = self.clock()
+        w = self.config
+        channel.send_nowait(
+            w.events_exchange,
+            event_routing_key(event, facts.job),
+            event_body(event, facts, queue=w.queue, worker=self.identity, now=now),
+            event_properties(event, facts, now),
+        )
+
+    async def _publish(
+        self,
+        what: str,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: Properties,
+        *,
+        before: Callable[[Channel], Awaitable[None]] | None = None,
+    ) -> bool:
+        """Publish until the broker confirms, across reconnects; False if the worker is
+        stopping and the broker stays away for SETTLE_AT_STOP_S."""
+        delay_s, deadline = 0.5, None
+        while True:
+            try:
+                channel = await self.link.channel(timeout=5)
+                if before is not None:
+                    await before(channel)
+                outcome = await channel.send(exchange, routing_key, body, properties)
+            except BrokerError as exc:
+                log.debug("%s for %s not sent yet: %s", what, properties.message_id, exc)
+                outcome = Outcome.LOST
+            if outcome is Outcome.CONFIRMED:
+                return True
+            if outcome is Outcome.UNROUTABLE:
+                log.error(
+                    "%s for %s was unroutable: nothing is bound to exchange %r for key %r",
+                    what, properties.message_id, exchange, routing_key,
+                )  # fmt: skip
+                return True  # publishing it again would not route it either
+            if self.stopping():
+                deadline = deadline or time.monotonic() + SETTLE_AT_STOP_S
+                if time.monotonic() > deadline:
+                    log.error(
+                        "%s for %s: no broker to confirm it; the message goes back to the "
+                        "queue and is settled when it returns",
+                        what, properties.message_id,
+                    )  # fmt: skip
+                    return False
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, BACKOFF_MAX_S)

@@ -1,0 +1,140 @@
+"""The worker's memory of recent runs in SQLite (WAL): for each run id, which attempt it is on
+and how far it got. Bounded: beyond `size` ids the least recently touched are forgotten.
+
+It is what lets the worker tell a duplicate (a scheduler re-publishing after a crash, a
+message redelivered after a connection drop) from a run it has not done yet, across restarts.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+
+from beatd.errors import StateError
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    seq INTEGER PRIMARY KEY,      -- rewritten on every update: eviction order is recency
+    id TEXT NOT NULL UNIQUE,
+    attempt INTEGER NOT NULL,     -- 1 for the first delivery, then 2, 3, ... for retries
+    phase TEXT NOT NULL,
+    starts INTEGER NOT NULL,      -- how often this attempt was started (> 1: a crash under it)
+    reason TEXT NOT NULL,         -- for dead/retry: why
+    detail TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+"""
+
+
+class Phase(Enum):
+    """How far one attempt of a run got. The outcome is recorded *before* the broker is told
+    (dead letter, retry, ack), so a redelivery after a crash finishes the telling instead of
+    running the job again."""
+
+    RUNNING = "running"  # started, not finished: if the worker died here, run it again
+    DEAD = "dead"  # finished badly; its dead letter may not be confirmed yet
+    RETRY = "retry"  # failed with retries left; the next attempt may not be published yet
+    DONE = "done"  # finished and settled: any further copy is a duplicate
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    id: str
+    attempt: int
+    phase: Phase
+    starts: int = 1
+    reason: str = ""
+    detail: str = ""
+
+
+class SeenStore:
+    """An open store. Each call is one short transaction on the event loop's thread: a
+    write costs well under a millisecond in WAL mode, cheaper than handing it to a thread."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.path = path
+        self.size = size
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None)
+        except (sqlite3.Error, OSError) as exc:
+            raise StateError(f"{path}: cannot use the worker's run-id store: {exc}") from exc
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL survives a crash of the process (only power loss may lose the last
+            # write, and then a finished run can run once more: still at-least-once).
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._check_version()
+        except (sqlite3.Error, StateError) as exc:
+            self._db.close()
+            if isinstance(exc, StateError):
+                raise
+            raise StateError(f"{path}: cannot use the worker's run-id store: {exc}") from exc
+
+    def _check_version(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif row[0] != str(SCHEMA_VERSION):
+            raise StateError(
+                f"{self.path}: run-id store schema {row[0]} is not {SCHEMA_VERSION}; "
+                "was it written by another beatd version?"
+            )
+
+    def get(self, run_id: str) -> Seen | None:
+        try:
+            row = self._db.execute(
+                "SELECT attempt, phase, starts, reason, detail FROM runs WHERE id = ?", (run_id,)
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: cannot read the run-id store: {exc}") from exc
+        if row is None:
+            return None
+        return Seen(run_id, row[0], Phase(row[1]), row[2], row[3], row[4])
+
+    def start(self, run_id: str, attempt: int) -> Seen:
+        """Record that an attempt starts now; a restart of the same attempt counts up."""
+        before = self.get(run_id)
+        again = before is not None and before.attempt == attempt and before.phase is Phase.RUNNING
+        seen = Seen(run_id, attempt, Phase.RUNNING, before.starts + 1 if again and before else 1)
+        self._write(seen)
+        return seen
+
+    def finish(
+        self, run_id: str, attempt: int, phase: Phase, reason: str = "", detail: str = ""
+    ) -> None:
+        before = self.get(run_id)
+        starts = before.starts if before is not None and before.attempt == attempt else 1
+        self._write(Seen(run_id, attempt, phase, starts, reason, detail[:2000]))
+
+    def _write(self, seen: Seen) -> None:
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                # REPLACE deletes the old row and inserts one with the next seq: the id
+                # becomes the most recent, so eviction forgets the least recently touched.
+                cursor = self._db.execute(
+                    "INSERT OR REPLACE INTO runs (id, attempt, phase, starts, reason, detail,"
+                    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        seen.id, seen.attempt, seen.phase.value, seen.starts,
+                        seen.reason, seen.detail, now,
+                    ),
+                )  # fmt: skip
+                newest = cursor.lastrowid or 0
+                self._db.execute("DELETE FROM runs WHERE seq <= ?", (newest - self.size,))
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: cannot write the run-id store: {exc}") from exc
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM runs").fetchone()[0])
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,186 @@
+"""Throughput of `beatd worker` on trivial `call:` tasks, against the real RabbitMQ.
+
+    .venv/bin/python bench/worker_bench.py [--runs 5000] [--concurrency 1 4]
+
+For each concurrency: N runs wait in the worker's queue; a fresh `beatd worker` process
+starts; the clock runs from its READY=1 until the Nth `succeeded` event has arrived. Every
+run goes the whole way: parse, run-id store write at start and at the end (SQLite, WAL),
+the call in its thread, a log line, two events, the ack. Prints one table row per setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pika
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+AMQP_URL = os.environ.get("BEATD_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+TARGET_RUNS_PER_S = {1: 300, 4: 300}  # see bench/README.md
+
+
+def names() -> dict[str, str]:
+    tag = f"bench-{uuid.uuid4().hex[:8]}"
+    return {
+        "exchange": f"{tag}.x",
+        "queue": f"{tag}.tasks",
+        "dlx": f"{tag}.dlx",
+        "dlq": f"{tag}.dead",
+        "events": f"{tag}.events",
+        "done": f"{tag}.done",
+    }
+
+
+TASKS = {
+    "call": {"call": "os:getpid"},  # the cheapest thing there is to call
+    "command": {"command": ["/bin/true"]},  # the cheapest program: the cost of a process
+}
+
+
+def config_file(directory: Path, n: dict[str, str], concurrency: int, kind: str) -> Path:
+    data = {
+        "broker": {"url": AMQP_URL, "exchange": n["exchange"]},
+        "worker": {
+            "queue": n["queue"],
+            "concurrency": concurrency,
+            "dead_letter_exchange": n["dlx"],
+            "dead_letter_queue": n["dlq"],
+            "events_exchange": n["events"],
+            "state": str(directory / "seen.db"),
+        },
+        "tasks": {"bench.noop": TASKS[kind]},
+    }
+    path = directory / f"worker-{concurrency}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@contextlib.contextmanager
+def worker(config: Path, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], socket.socket]]:
+    address = f"beatd-bench-{uuid.uuid4().hex}"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind("\0" + address)
+    env = {**os.environ, "NOTIFY_SOCKET": "@" + address, "PYTHONPATH": str(ROOT)}
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "beatd", "worker", "-c", str(config)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield process, notify
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(60)
+        notify.close()
+
+
+def wait_ready(process: subprocess.Popen[bytes], notify: socket.socket) -> None:
+    """Wait for READY=1, then keep reading in the background as systemd would: a sender
+    blocks once 10 datagrams (net.unix.max_dgram_qlen) wait unread."""
+    notify.settimeout(0.5)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the worker exited with {process.returncode}")
+        with contextlib.suppress(TimeoutError):
+            if b"READY=1" in notify.recv(4096).split(b"\n"):
+                threading.Thread(target=_drain, args=(notify,), daemon=True).start()
+                return
+    raise SystemExit("the worker never became ready")
+
+
+def _drain(notify: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # closed when the worker is done
+        while True:
+            with contextlib.suppress(TimeoutError):
+                notify.recv(4096)
+
+
+def body(run_id: str) -> bytes:
+    return json.dumps({
+        "v": 1, "id": run_id, "job": "bench", "task": "bench.noop", "args": [], "kwargs": {},
+        "scheduled_at": "2026-11-21T05:30:00Z", "expires_at": None, "trigger": "manual",
+    }).encode()  # fmt: skip
+
+
+def measure(concurrency: int, runs: int, directory: Path, kind: str) -> float:
+    """Runs per second for one setting."""
+    n = names()
+    config = config_file(directory, n, concurrency, kind)
+    log = directory / "worker.log"
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    channel = connection.channel()
+    try:
+        channel.exchange_declare(n["events"], "topic", durable=True)
+        channel.queue_declare(n["done"], durable=True)
+        channel.queue_bind(n["done"], n["events"], "succeeded.#")
+        with worker(config, log) as (process, notify):  # once, to declare its queue
+            wait_ready(process, notify)
+        properties = pika.BasicProperties(delivery_mode=2, content_type="application/json")
+        for i in range(runs):
+            properties.message_id = f"bench@{i}"
+            channel.basic_publish(n["exchange"], "bench.noop", body(f"bench@{i}"), properties)
+        while channel.queue_declare(n["queue"], passive=True).method.message_count < runs:
+            connection.sleep(0.05)
+        with worker(config, log) as (process, notify):
+            wait_ready(process, notify)
+            started = time.perf_counter()
+            while channel.queue_declare(n["done"], passive=True).method.message_count < runs:
+                if process.poll() is not None:
+                    raise SystemExit(f"the worker exited with {process.returncode}; see {log}")
+                connection.sleep(0.01)
+            elapsed = time.perf_counter() - started
+        dead = channel.queue_declare(n["dlq"], passive=True).method.message_count
+        if dead:
+            raise SystemExit(f"{dead} runs were dead-lettered; see {log}")
+        return runs / elapsed
+    finally:
+        for queue in (n["queue"], n["dlq"], n["done"]):
+            channel.queue_delete(queue)
+        for exchange in (n["exchange"], n["dlx"], n["events"]):
+            channel.exchange_delete(exchange)
+        connection.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    parser.add_argument(
+        "--kind", choices=sorted(TASKS), default="call", help="trivial task of this kind"
+    )
+    args = parser.parse_args()
+    print(f"# beatd worker, {args.runs} trivial {args.kind}: runs; "
+          f"Python {platform.python_version()}, {os.cpu_count()} CPUs")  # fmt: skip
+    print(f"{'concurrency':>11}  {'runs/s':>8}  {'target':>7}")
+    failed = False
+    for concurrency in args.concurrency:
+        with tempfile.TemporaryDirectory(prefix="beatd-bench-") as tmp:
+            rate = measure(concurrency, args.runs, Path(tmp), args.kind)
+        target = TARGET_RUNS_PER_S.get(concurrency) if args.kind == "call" else None
+        verdict = "" if target is None else ("ok" if rate >= target else "BELOW")
+        failed |= verdict == "BELOW"
+        print(f"{concurrency:>11}  {rate:>8.0f}  {target or '-':>7}  {verdict}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
