@@ -34,7 +34,6 @@ Clock = Callable[[], datetime]
 MAX_SLEEP_S = 60.0  # re-read the wall clock at least this often, so a clock step is noticed
 RETRY_FIRST_S, RETRY_MAX_S = 1.0, 30.0
 SHUTDOWN_GRACE_S = 10.0  # how long SIGTERM waits for confirms of the batch in flight
-RELOAD_DEBOUNCE_S = 0.2  # editors write a file in several steps
 # Plan and draft a burst this long before its slot (10,000 runs take ~0.3 s to draft), so
 # that at the slot only the sending is left: the last of 1,000 runs leaves ~25 ms sooner.
 PREPARE_AHEAD_S = 0.5
@@ -126,7 +125,6 @@ class Scheduler:
         self._stopping = asyncio.Event()
         self._stop = False
         self._reload = False
-        self._reload_timer: asyncio.TimerHandle | None = None
         self._unroutable_logged: dict[tuple[str, str], float] = {}
         self.config: Config
         self.state: State
@@ -153,7 +151,7 @@ class Scheduler:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        watch = FileWatch(self.path, self._file_changed) if self.watch_file else None
+        watch = FileWatch(self.path, self.request_reload) if self.watch_file else None
         if watch is not None:
             watch.start()
         self._apply(self.config)
@@ -190,12 +188,6 @@ class Scheduler:
     def wake(self) -> None:
         """Re-read the clock and publish whatever is due (tests with a fake clock use this)."""
         self._wake.set()
-
-    def _file_changed(self) -> None:
-        if self._reload_timer is not None:
-            self._reload_timer.cancel()
-        loop = asyncio.get_running_loop()
-        self._reload_timer = loop.call_later(RELOAD_DEBOUNCE_S, self.request_reload)
 
     def _new_link(self, config: Config) -> Link:
         exchanges = {config.broker.exchange} | {
@@ -284,17 +276,25 @@ class Scheduler:
         if (at - self.clock()).total_seconds() > PREPARE_AHEAD_S:
             return
         names = self._pop_due(at)
-        plans, drafts, expired = [], [], set()
+        plans: list[plan.JobPlan] = []
+        expired: set[str] = set()
+        drafts = list(self._drafts(names, at, plans, expired))
+        self._prepared = Prepared(at, names, plans, drafts, expired)
+
+    def _drafts(
+        self, names: list[str], now: datetime, plans: list[plan.JobPlan], expired: set[str]
+    ) -> Iterator[Draft]:
+        """Plan each job as of now and yield a draft of each run to send; the plans go into
+        plans, and runs whose `expires` passed before they could be sent into expired."""
         for name in names:
-            job_plan = self._plan(self.jobs[name], at)
+            job_plan = self._plan(self.jobs[name], now)
             plans.append(job_plan)
             for run in job_plan.runs:
-                if run.expires_at is not None and run.expires_at <= at:
+                if run.expires_at is not None and run.expires_at <= now:
                     expired.add(run.id)
                     self._log_expired(run)
                 else:
-                    drafts.append(self._encoder.draft(run))
-        self._prepared = Prepared(at, names, plans, drafts, expired)
+                    yield self._encoder.draft(run)
 
     def _pop_due(self, now: datetime) -> list[str]:
         due = []
@@ -331,7 +331,7 @@ class Scheduler:
         await self._declare_queues(channel, due + (prepared.names if prepared else []), now)
         plans = prepared.plans if prepared else []
         expired = prepared.expired if prepared else set()
-        clock, encoder = self.clock, self._encoder
+        clock = self.clock
 
         def messages() -> Iterator[Outgoing]:
             # Each message is stamped with its real send time as it goes.
@@ -340,15 +340,8 @@ class Scheduler:
                     yield draft(clock())
             # Jobs due without a draft (a slot that came due while busy, or after an outage):
             # planning interleaves with sending, so the first run goes out at once.
-            for name in due:
-                job_plan = self._plan(self.jobs[name], now)
-                plans.append(job_plan)
-                for run in job_plan.runs:
-                    if run.expires_at is not None and run.expires_at <= now:
-                        expired.add(run.id)
-                        self._log_expired(run)
-                    else:
-                        yield encoder(run, clock())
+            for draft in self._drafts(due, now, plans, expired):
+                yield draft(clock())
 
         results = iter(await channel.publish(messages()))
         outcomes = [None if run.id in expired else next(results) for p in plans for run in p.runs]

@@ -25,6 +25,7 @@ import yaml
 from beatd import cron, durations, values
 from beatd.celery_format import DEFAULT_QUEUE
 from beatd.config import JOB_NAME
+from beatd.describe import ranges
 from beatd.errors import BeatdError
 
 ENTRY_KEYS = ("task", "schedule", "args", "kwargs", "options", "relative")
@@ -367,17 +368,7 @@ def _field(found: set[int], low: int, high: int, *, star: bool = False) -> str:
         step = ordered[1] - ordered[0]
         if step > 1 and ordered == list(range(ordered[0], ordered[-1] + 1, step)):
             return f"{ordered[0]}-{ordered[-1]}/{step}"
-    parts, i = [], 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        if j - i >= 2:
-            parts.append(f"{ordered[i]}-{ordered[j]}")
-        else:
-            parts.extend(str(v) for v in ordered[i : j + 1])
-        i = j + 1
-    return ",".join(parts)
+    return ranges(tuple(ordered))
 
 
 def _star_step(found: set[int], low: int, high: int) -> int | None:

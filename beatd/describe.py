@@ -32,7 +32,7 @@ def _time_of_day(expr: CronExpr) -> str:
         return "at " + ", ".join(f"{h:02d}:{m:02d}{seconds}" for h in hours for m in mins)
     if sec != (0,):
         every = _step(sec, 60)
-        what = f"every {every} seconds" if every else f"at second {_list(sec)}"
+        what = f"every {every} seconds" if every else f"at second {ranges(sec)}"
         if every == 1:
             what = "every second"
         if len(mins) == 60 and len(hours) == 24:
@@ -48,17 +48,17 @@ def _minutes_and_hours(mins: tuple[int, ...], hours: tuple[int, ...]) -> str:
     elif every_min:
         minute_words = f"every {every_min} minutes"
     else:
-        minute_words = "at minute " + _list(mins)
+        minute_words = "at minute " + ranges(mins)
     if len(hours) == 24:
         if every_min:
             return minute_words
-        return "every hour" if mins == (0,) else f"hourly at minute {_list(mins)}"
+        return "every hour" if mins == (0,) else f"hourly at minute {ranges(mins)}"
     every_hour = _step(hours, 24)
     if every_hour and mins == (0,):
         return "every hour" if every_hour == 1 else f"every {every_hour} hours"
     if every_hour and len(mins) == 1:
         return f"every {every_hour} hours at :{mins[0]:02d}"
-    return f"{minute_words} of hours {_list(hours)}"
+    return f"{minute_words} of hours {ranges(hours)}"
 
 
 def _days(expr: CronExpr) -> str:
@@ -69,7 +69,7 @@ def _days(expr: CronExpr) -> str:
     all_weekdays = len(weekdays) == 7
     dom = []
     if not all_days and expr.days:
-        dom.append("day " + _list(tuple(sorted(expr.days))))
+        dom.append("day " + ranges(tuple(sorted(expr.days))))
     if expr.last_day:
         dom.append("the last day")
     dom_words = " and ".join(dom) + " of the month" if dom else ""
@@ -89,7 +89,7 @@ def _step(values: tuple[int, ...], size: int) -> int | None:
     return n if values == tuple(range(0, size, n)) else None
 
 
-def _list(values: tuple[int, ...], fmt: Callable[[int], str] = str) -> str:
+def ranges(values: tuple[int, ...], fmt: Callable[[int], str] = str) -> str:
     """1,2,3,5,7-9 style: runs of three or more become ranges."""
     parts: list[str] = []
     i = 0
@@ -106,4 +106,4 @@ def _list(values: tuple[int, ...], fmt: Callable[[int], str] = str) -> str:
 
 
 def _names(values: tuple[int, ...], names: tuple[str, ...], base: int) -> str:
-    return _list(values, lambda v: names[v - base].title())
+    return ranges(values, lambda v: names[v - base].title())

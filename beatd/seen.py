@@ -14,10 +14,10 @@ from enum import Enum
 from pathlib import Path
 
 from beatd.errors import StateError
+from beatd.state import open_db
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     seq INTEGER PRIMARY KEY,      -- rewritten on every update: eviction order is recency
     id TEXT NOT NULL UNIQUE,
@@ -59,33 +59,7 @@ class SeenStore:
     def __init__(self, path: Path, size: int) -> None:
         self.path = path
         self.size = size
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None)
-        except (sqlite3.Error, OSError) as exc:
-            raise StateError(f"{path}: cannot use the worker's run-id store: {exc}") from exc
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL survives a crash of the process (only power loss may lose the last
-            # write, and then a finished run can run once more: still at-least-once).
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            self._check_version()
-        except (sqlite3.Error, StateError) as exc:
-            self._db.close()
-            if isinstance(exc, StateError):
-                raise
-            raise StateError(f"{path}: cannot use the worker's run-id store: {exc}") from exc
-
-    def _check_version(self) -> None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        elif row[0] != str(SCHEMA_VERSION):
-            raise StateError(
-                f"{self.path}: run-id store schema {row[0]} is not {SCHEMA_VERSION}; "
-                "was it written by another beatd version?"
-            )
+        self._db = open_db(path, _SCHEMA, SCHEMA_VERSION, "the worker's run-id store")
 
     def get(self, run_id: str) -> Seen | None:
         try:

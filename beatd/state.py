@@ -13,7 +13,6 @@ from beatd.errors import StateError
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
     name TEXT PRIMARY KEY,
     fingerprint TEXT NOT NULL,
@@ -52,27 +51,7 @@ class State:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL is durable across a process crash in WAL mode; only power loss can lose the
-            # last commit, and then the slot is published again under the same id.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            self._check_version()
-        except (sqlite3.Error, OSError) as exc:
-            raise StateError(f"{path}: cannot use the state file: {_reason(exc)}") from exc
-
-    def _check_version(self) -> None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        elif row[0] != str(SCHEMA_VERSION):
-            raise StateError(
-                f"{self.path}: state schema {row[0]} is not {SCHEMA_VERSION}; "
-                "was it written by another beatd version?"
-            )
+        self._db = open_db(path, _SCHEMA, SCHEMA_VERSION, "the state file")
 
     def load(self) -> dict[str, JobState]:
         try:
@@ -144,6 +123,39 @@ def _read_only(path: Path, mode: str) -> dict[str, JobState]:
         return _load(db)
     finally:
         db.close()
+
+
+def open_db(path: Path, schema: str, version: int, what: str) -> sqlite3.Connection:
+    """Open (creating it and its directory) a WAL-mode SQLite file holding schema at version;
+    raise StateError naming the file and what it is for."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except (sqlite3.Error, OSError) as exc:
+        raise StateError(f"{path}: cannot use {what}: {_reason(exc)}") from exc
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable across a crash of the process in WAL mode; only power loss can
+        # lose the last commit, and then work is done again under the same id: at least once.
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);" + schema
+        )
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if row is None:
+            db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(version),))
+        elif row[0] != str(version):
+            raise StateError(
+                f"{path}: {what}: schema {row[0]} is not {version}; "
+                "was it written by another beatd version?"
+            )
+    except sqlite3.Error as exc:
+        db.close()
+        raise StateError(f"{path}: cannot use {what}: {_reason(exc)}") from exc
+    except StateError:
+        db.close()
+        raise
+    return db
 
 
 def _reason(exc: BaseException) -> str:

@@ -22,14 +22,19 @@ _EVENT = struct.Struct("iIII")
 POLL_S = 2.0
 
 
+DEBOUNCE_S = 0.2  # editors write a file in several steps: act once it is quiet
+
+
 class FileWatch:
-    """Calls on_change (from the event loop) when the file may have changed."""
+    """Calls on_change (from the event loop) once the file changed and has been quiet for
+    DEBOUNCE_S."""
 
     def __init__(self, path: str | Path, on_change: Callable[[], None]) -> None:
         self.path = Path(path)
         self.on_change = on_change
         self._fd: int | None = None
         self._poll: asyncio.TimerHandle | None = None
+        self._pending: asyncio.TimerHandle | None = None
         self._names: set[str] = set()
         self._last = self._signature()
 
@@ -66,10 +71,17 @@ class FileWatch:
             self._changed()
 
     def _check(self) -> None:
-        self._changed()
+        if self._pending is None and self._signature() != self._last:
+            self._changed()
         self._poll = asyncio.get_running_loop().call_later(POLL_S, self._check)
 
     def _changed(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+        self._pending = asyncio.get_running_loop().call_later(DEBOUNCE_S, self._settled)
+
+    def _settled(self) -> None:
+        self._pending = None
         signature = self._signature()
         if signature != self._last:
             self._last = signature
@@ -88,9 +100,10 @@ class FileWatch:
                 asyncio.get_running_loop().remove_reader(self._fd)
             os.close(self._fd)
             self._fd = None
-        if self._poll is not None:
-            self._poll.cancel()
-            self._poll = None
+        for handle in (self._poll, self._pending):
+            if handle is not None:
+                handle.cancel()
+        self._poll = self._pending = None
 
 
 def _inotify_watch(directories: list[Path]) -> int:

@@ -45,7 +45,6 @@ log = logging.getLogger("beatd.worker")
 
 Clock = Callable[[], datetime]
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 78
-RELOAD_DEBOUNCE_S = 0.2  # editors write a file in several steps
 STATUS_EVERY_S = 1.0  # systemd STATUS= at most this often: runs can finish by the thousand
 
 
@@ -179,7 +178,6 @@ class Worker:
         self._wake = asyncio.Event()
         self._stop_signals = 0
         self._reload = False
-        self._reload_timer: asyncio.TimerHandle | None = None
         self._status_timer: asyncio.TimerHandle | None = None
         self._ready = False
         self._exit_code = EXIT_OK
@@ -192,7 +190,7 @@ class Worker:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        watch = FileWatch(self.path, self._file_changed)
+        watch = FileWatch(self.path, self.request_reload)
         watch.start()
         link_task = asyncio.create_task(self.link.run())
         log.info(
@@ -249,12 +247,6 @@ class Worker:
     def request_reload(self) -> None:
         self._reload = True
         self._wake.set()
-
-    def _file_changed(self) -> None:
-        if self._reload_timer is not None:
-            self._reload_timer.cancel()
-        loop = asyncio.get_running_loop()
-        self._reload_timer = loop.call_later(RELOAD_DEBOUNCE_S, self.request_reload)
 
     async def _drain(self) -> None:
         """Stop taking messages, requeue those not started, let running ones finish."""
