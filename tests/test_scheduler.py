@@ -28,6 +28,7 @@ def write(path: Path, text: str) -> Path:
 
 
 def config(tmp_path: Path, rabbit: Rabbit, jobs: str, *, broker: str = "") -> Path:
+    rabbit.exchanges.append(rabbit.name("x"))  # the scheduler declares it; delete it after
     text = (
         f"broker:\n  exchange: {rabbit.name('x')}\n{broker}"
         f"state: {tmp_path / 'state.db'}\njobs:\n{jobs}"

@@ -37,6 +37,7 @@ def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
 
 
 def write_config(tmp_path: Path, rabbit: Rabbit, jobs: str) -> Path:
+    rabbit.exchanges.append(rabbit.name("x"))  # the scheduler declares it; delete it after
     path = tmp_path / "beatd.yaml"
     path.write_text(
         f"broker:\n  exchange: {rabbit.name('x')}\nstate: {tmp_path / 'state.db'}\njobs:\n{jobs}"
