@@ -364,7 +364,9 @@ def _job(
         reader.problem(line, f"{where}task: missing (the name executors run, e.g. reports.nightly)")
     if options.get("format") is not MessageFormat.CELERY and "queue" in data:
         reader.problem(data.lines["queue"], f"{where}queue: only used with format: celery")
-    schedule = _schedule(reader, data, kinds[0], name, zone, jitter) if len(kinds) == 1 else None
+    # Every kind given is checked, so `beatd check` reports all of a job's problems at once.
+    schedules = [_schedule(reader, data, kind, name, zone, jitter) for kind in kinds]
+    schedule = schedules[0] if len(kinds) == 1 else None
     task = reader.get(data, "task", where, values.task_name, "")
     args: list[Any] = reader.get(data, "args", where, values.json_list, [])
     kwargs: dict[str, Any] = reader.get(data, "kwargs", where, values.json_mapping, {})

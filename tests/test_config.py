@@ -988,3 +988,14 @@ def test_a_file_that_is_not_utf8_text_is_one_problem(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         read_config(path, HOME)
     assert str(caught.value) == f"{path}: cannot read: not UTF-8 text"
+
+
+def test_a_job_with_two_schedules_also_reports_what_is_wrong_with_each() -> None:
+    text = "jobs:\n  j:\n    cron: '61 * * * *'\n    task: t.t\n    every: 0s\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "f.yaml", {})
+    assert [str(p) for p in caught.value.problems] == [
+        "f.yaml:3: job 'j': cron: minute 61 out of range 0-59",
+        "f.yaml:5: job 'j': cron and every given; a job has exactly one schedule",
+        "f.yaml:5: job 'j': every: '0s' must be positive",
+    ]
