@@ -157,28 +157,32 @@ class _Builder:
         result = YMap()
         result.line, result.lines, result.duplicates = _line(start), {}, []
         merged: list[YMap] = []
+        lines, duplicates = result.lines, result.duplicates
+        next_event, scalar, value_of = self.next, self.scalar, self.value  # a hot loop
         while True:
-            event = self.next()
+            event = next_event()
             if type(event) is MappingEndEvent:
                 break
             line = _line(event)
-            if type(event) is ScalarEvent:
-                if self.is_merge_key(event):
-                    merged.extend(self.merge_sources(self.next(), event))
+            if isinstance(event, ScalarEvent):
+                if event.value == "<<" and self.is_merge_key(event):
+                    merged.extend(self.merge_sources(next_event(), event))
                     continue
-                key = self.scalar(event)
-                anchor = event.anchor
-                if anchor:
-                    self.anchors[anchor] = key
+                key = scalar(event)
+                if event.anchor:
+                    self.anchors[event.anchor] = key
             else:
-                key = self.value(event)
-            if isinstance(key, dict | list):
-                raise self.fail(event, f"not valid YAML here: a key must be a scalar, got {key!r}")
-            value = self.value(self.next())
-            if key in result.lines:
-                result.duplicates.append((key, line, result.lines[key]))
+                key = value_of(event)
+                if isinstance(key, dict | list):
+                    message = f"not valid YAML here: a key must be a scalar, got {key!r}"
+                    raise self.fail(event, message)
+            item = next_event()
+            plain = isinstance(item, ScalarEvent) and not item.anchor
+            value = scalar(item) if plain else value_of(item)  # type: ignore[arg-type]
+            if key in lines:
+                duplicates.append((key, line, lines[key]))
             result[key] = value  # the last wins, as in PyYAML; the duplicate is reported
-            result.lines[key] = line
+            lines[key] = line
         for source in merged:  # `<<: *defaults`: explicit keys win, then earlier merges
             for key, value in source.items():
                 if key not in result.lines:
