@@ -21,9 +21,19 @@ from datetime import UTC, datetime, timedelta
 
 from beatd import plan
 from beatd.broker import Channel, Link, Outcome, one_shot
+from beatd.celery_format import celery_message
+from beatd.celery_format import route as celery_route
 from beatd.config import Config, Job, MessageFormat, read_config
 from beatd.errors import BeatdError, BrokerError, ConfigError
-from beatd.messages import BeatdTemplate, Draft, Outgoing, Run, beatd_message, iso_utc
+from beatd.messages import (
+    BeatdTemplate,
+    Draft,
+    Outgoing,
+    Run,
+    Trigger,
+    beatd_message,
+    iso_utc,
+)
 from beatd.state import JobState, State
 from beatd.systemd import Notifier
 from beatd.watch import FileWatch
@@ -47,8 +57,6 @@ def system_clock() -> datetime:
 def encode(run: Run, published_at: datetime, default_exchange: str) -> Outgoing:
     """The message for a run, in the job's format."""
     if run.job.format is MessageFormat.CELERY:
-        from beatd.celery_format import celery_message  # noqa: PLC0415 - only if used
-
         return celery_message(run, published_at, default_exchange)
     return beatd_message(run, published_at, default_exchange)
 
@@ -83,7 +91,6 @@ class Prepared:
     time it is sent. At the slot, publishing is all that is left to do."""
 
     at: datetime
-    names: list[str]
     plans: list[plan.JobPlan]
     drafts: list[Draft]
     expired: set[str]
@@ -279,7 +286,7 @@ class Scheduler:
         plans: list[plan.JobPlan] = []
         expired: set[str] = set()
         drafts = list(self._drafts(names, at, plans, expired))
-        self._prepared = Prepared(at, names, plans, drafts, expired)
+        self._prepared = Prepared(at, plans, drafts, expired)
 
     def _drafts(
         self, names: list[str], now: datetime, plans: list[plan.JobPlan], expired: set[str]
@@ -318,17 +325,18 @@ class Scheduler:
         else:
             prepared = None
         due = self._pop_due(now)
+        drafted = [p.job.name for p in prepared.plans] if prepared else []
         channel = self.link.channel_now()
         if channel is None:
             # The broker is away: park the due jobs until it is back, and plan them then, so
             # whatever went past its grace meanwhile is handled by the misfire policy.
-            self._parked.update(due + (prepared.names if prepared else []))
+            self._parked.update(due + drafted)
             return
         due += [name for name in self._parked if name in self.jobs and name not in due]
         self._parked.clear()
         if not due and prepared is None:
             return
-        await self._declare_queues(channel, due + (prepared.names if prepared else []), now)
+        await self._declare_queues(channel, due + drafted)
         plans = prepared.plans if prepared else []
         expired = prepared.expired if prepared else set()
         clock = self.clock
@@ -351,19 +359,16 @@ class Scheduler:
     def _plan(self, job: Job, now: datetime) -> plan.JobPlan:
         state = plan.current_state(job, self.states.get(job.name), now)
         job_plan = plan.plan_job(job, state, now)
-        if job_plan.dropped is not None:
-            d = job_plan.dropped
-            verb = "publishing the newest" if job_plan.runs else "publishing none"
+        if job_plan.dropped is not None:  # the catch-up runs, if any, are logged below
             log.info(
-                "job %r: %d missed slot(s) up to %s; misfire: %s, %s",
+                "job %r: dropped %d missed slot(s) up to %s (misfire: %s)",
                 job.name,
-                d.count,
-                iso_utc(d.last),
+                job_plan.dropped.count,
+                iso_utc(job_plan.dropped.last),
                 job.misfire.value,
-                verb if job.misfire.value == "once" else "dropped",
             )
         for run in job_plan.runs:
-            if run.trigger.value == "catchup":
+            if run.trigger is Trigger.CATCHUP:
                 log.info("job %r: catching up missed slot %s", job.name, iso_utc(run.slot))
         return job_plan
 
@@ -375,14 +380,14 @@ class Scheduler:
             iso_utc(run.expires_at or run.slot),
         )
 
-    async def _declare_queues(self, channel: Channel, due: Sequence[str], now: datetime) -> None:
+    async def _declare_queues(self, channel: Channel, due: Sequence[str]) -> None:
         """Celery-format runs name a queue that must exist before publishing, as Celery's own
         producer makes sure; declare each once per channel."""
         for name in due:
             job = self.jobs[name]
             if job.format is not MessageFormat.CELERY:
                 continue
-            queue = self._encoder(Run(job, now), now).queue
+            queue = celery_route(job)[2]
             if queue and queue not in self._declared_queues:
                 await ensure_celery_queue(self.link, channel, queue)
                 self._declared_queues.add(queue)
@@ -497,11 +502,10 @@ class Scheduler:
     def _apply(self, config: Config) -> None:
         """Adopt a validated config: new and changed jobs start from now, removed jobs go."""
         now = self.clock()
-        old_jobs = self.jobs
         self.config = config
         self.jobs = {job.name: job for job in config.jobs}
-        removed = [name for name in old_jobs if name not in self.jobs]
-        removed += [name for name in self.states if name not in self.jobs and name not in removed]
+        # Each job of the old file got a state row when it was adopted: this finds them all.
+        removed = [name for name in self.states if name not in self.jobs]
         if removed:
             self.state.forget(removed)
             for name in removed:

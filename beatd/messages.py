@@ -144,13 +144,13 @@ Draft = Callable[[datetime], Outgoing]  # published_at -> the message
 
 
 class _BeatdDraft:
-    __slots__ = ("expires_at", "head", "headers", "job", "run", "tail", "template")
+    __slots__ = ("head", "headers", "job", "run", "tail", "template")
 
     def __init__(self, template: BeatdTemplate, run: Run) -> None:
         job = template.job
         scheduled_at = iso_utc(run.slot)
         self.template, self.run, self.job = template, run, job
-        self.expires_at = expires_at = run.expires_at
+        expires_at = run.expires_at
         expires = "null" if expires_at is None else f'"{iso_utc(expires_at)}"'
         # Job names are [\w.:/-] (config.JOB_NAME): an id never needs JSON escaping.
         self.head = (
@@ -165,7 +165,7 @@ class _BeatdDraft:
         }
 
     def __call__(self, published_at: datetime) -> Outgoing:
-        ttl = ttl_ms(self.run, published_at) if self.expires_at is not None else None
+        ttl = ttl_ms(self.run, published_at)
         body = self.head + iso_utc(published_at, millis=True) + self.tail
         properties = Properties(
             message_id=self.run.id,

@@ -25,7 +25,6 @@ class Dropped:
     """Missed slots the policy will not publish (for the log and the `missed` counter)."""
 
     count: int
-    first: datetime | None  # None when only counted, not enumerated
     last: datetime
 
 
@@ -87,9 +86,9 @@ def plan_job(job: Job, state: JobState, now: datetime) -> JobPlan:
             catchup = [Run(job, newest_missed, Trigger.CATCHUP)]
             older = latest_between(job.schedule, cursor, _just_before(newest_missed))
             if older is not None:
-                dropped = Dropped(_count(job, cursor, older), None, older)
+                dropped = Dropped(_count(job, cursor, older), older)
         else:
-            dropped = Dropped(_count(job, cursor, newest_missed), None, newest_missed)
+            dropped = Dropped(_count(job, cursor, newest_missed), newest_missed)
     runs = tuple(catchup + on_time)
     newest = runs[-1].slot if runs else newest_missed
     assert newest is not None
@@ -130,7 +129,7 @@ def _all_missed(job: Job, cursor: datetime, newest: datetime) -> tuple[list[Run]
     older = latest_between(job.schedule, cursor, _just_before(slots[0]))
     if older is None:
         return runs, None
-    return runs, Dropped(_count(job, cursor, older), None, older)
+    return runs, Dropped(_count(job, cursor, older), older)
 
 
 def _count(job: Job, cursor: datetime, last: datetime) -> int:

@@ -222,7 +222,9 @@ class Worker:
             await self.link.close()
             await link_task
             counts = ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items()))
-            log.info("stopped; %s", counts or "nothing ran")
+            dropped = self.outbox.events_dropped
+            events = f"; {dropped} events dropped while the broker was away" if dropped else ""
+            log.info("stopped; %s%s", counts or "nothing ran", events)
             self.notifier.send(STATUS="stopped")
         return self._exit_code
 

@@ -16,6 +16,7 @@ machine named. Timings are never test assertions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -88,6 +89,28 @@ class Queue:
         ch.queue_delete(self.name)
         ch.exchange_delete(self.exchange)
         self.connection.close()
+
+
+@contextlib.contextmanager
+def running_daemon(
+    path: Path, exchange: str, *, log: bool = False
+) -> Iterator[subprocess.Popen[str]]:
+    """`beatd run -c path` in a process of its own (with log=True its stderr is piped, for a
+    caller that waits for a line); SIGTERM on exit, and the exchange it declared deleted."""
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "beatd", "run", "-c", str(path)],
+        stderr=subprocess.PIPE if log else subprocess.DEVNULL,
+        cwd=ROOT,
+        text=True,
+    )
+    try:
+        yield daemon
+    finally:
+        daemon.terminate()
+        daemon.communicate(timeout=30)
+        connection = pika.BlockingConnection(pika.URLParameters(URL))
+        connection.channel().exchange_delete(exchange)
+        connection.close()
 
 
 def lateness_ms(bodies: list[dict[str, object]]) -> list[float]:
@@ -160,8 +183,8 @@ async def beatd_pass(path: Path, slot: datetime) -> tuple[float, float]:
     # Draft again, timed: put the drafted jobs back and let _prepare_next redo the work.
     drafted_jobs = scheduler._prepared
     scheduler._prepared = None
-    for name in drafted_jobs.names:
-        scheduler._schedule(name, drafted_jobs.at)
+    for job_plan in drafted_jobs.plans:
+        scheduler._schedule(job_plan.job.name, drafted_jobs.at)
     started = time.perf_counter()
     scheduler._prepare_next()  # the units being timed
     drafted = time.perf_counter() - started
@@ -232,16 +255,8 @@ def live_lateness(directory: Path, queue: Queue, n: int) -> None:
     for f in directory.glob("state.db*"):
         f.unlink()
     path = write_config(directory, queue.exchange, jobs_every(n, "10s"))
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "beatd", "run", "-c", str(path)],
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
-    try:
+    with running_daemon(path, queue.exchange):
         time.sleep(32)  # three bursts
-    finally:
-        daemon.terminate()
-        daemon.wait(30)
     bursts: dict[object, list[dict[str, object]]] = {}
     for body in queue.drain():
         bursts.setdefault(body["scheduled_at"], []).append(body)
@@ -272,22 +287,11 @@ def idle(seconds: float = 60) -> None:
             for i in range(100)
         )
         path = write_config(Path(tmp), exchange, jobs)
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "beatd", "run", "-c", str(path)],
-            stderr=subprocess.DEVNULL,
-            cwd=ROOT,
-        )
-        try:
+        with running_daemon(path, exchange) as daemon:
             time.sleep(5)  # started and connected
             cpu0, sw0 = proc_cpu_and_switches(daemon.pid)
             time.sleep(seconds)
             cpu1, sw1 = proc_cpu_and_switches(daemon.pid)
-        finally:
-            daemon.terminate()
-            daemon.wait(30)
-            ch = pika.BlockingConnection(pika.URLParameters(URL))
-            ch.channel().exchange_delete(exchange)
-            ch.close()
         per_minute = (cpu1 - cpu0) * 60 / seconds
         print(
             f"idle: 100 daily jobs for {seconds:.0f}s: {cpu1 - cpu0:.3f} CPU-s "
@@ -308,17 +312,8 @@ def herd(n: int = 10_000) -> None:
             f"  h{i:06d}:\n    cron: '* * * * *'\n    task: bench.herd\n" for i in range(n)
         )
         path = write_config(Path(tmp), exchange, jobs)
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "beatd", "run", "-c", str(path)],
-            stderr=subprocess.DEVNULL,
-            cwd=ROOT,
-        )
-        try:
-            now = time.time()
-            time.sleep(60 - now % 60 + 12)  # past the next top of the minute
-        finally:
-            daemon.terminate()
-            daemon.wait(30)
+        with running_daemon(path, exchange):
+            time.sleep(60 - time.time() % 60 + 12)  # past the next top of the minute
         bodies = queue.drain()
         queue.close()
         published = lateness_ms(bodies)
@@ -342,13 +337,7 @@ def memory(n: int = 100_000) -> None:
         )
         path = write_config(Path(tmp), exchange, jobs)
         started = time.monotonic()
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "beatd", "run", "-c", str(path)],
-            stderr=subprocess.PIPE,
-            cwd=ROOT,
-            text=True,
-        )
-        try:
+        with running_daemon(path, exchange, log=True) as daemon:
             assert daemon.stderr is not None
             for line in daemon.stderr:
                 if "connected to" in line:
@@ -360,12 +349,6 @@ def memory(n: int = 100_000) -> None:
                 for line in Path(f"/proc/{daemon.pid}/status").read_text().splitlines()
                 if line.startswith("VmRSS")
             )
-        finally:
-            daemon.terminate()
-            daemon.wait(30)
-            ch = pika.BlockingConnection(pika.URLParameters(URL))
-            ch.channel().exchange_delete(exchange)
-            ch.close()
         print(
             f"memory: {n} jobs: RSS {rss / 1024:.0f} MiB ({rss * 1024 / n:.0f} bytes/job), "
             f"started and connected in {ready:.1f} s"

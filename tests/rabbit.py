@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pika
@@ -141,23 +140,6 @@ class Rabbit:
 
 def unique_prefix(test_name: str) -> str:
     return f"t.{test_name[:40]}.{uuid.uuid4().hex[:8]}"
-
-
-class FakeClock:
-    """A settable clock for the scheduler: tests move time, then wake the loop."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 20.0, what: str = "") -> None:

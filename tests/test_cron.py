@@ -12,6 +12,7 @@ from cronsim import CronSim
 
 from beatd.cron import CronExpr, CronSchedule, parse
 from beatd.errors import CronError
+from tests.clock import utc
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -27,18 +28,6 @@ def fires(expr: str | CronExpr, start: datetime = START, count: int = 5) -> list
         found.append(nxt)
         t = nxt
     return found
-
-
-def utc(
-    year: int,
-    month: int,
-    day: int,
-    hour: int = 0,
-    minute: int = 0,
-    second: int = 0,
-    microsecond: int = 0,
-) -> datetime:
-    return datetime(year, month, day, hour, minute, second, microsecond, tzinfo=UTC)
 
 
 # --- fields -----------------------------------------------------------------------------------

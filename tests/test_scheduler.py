@@ -17,7 +17,8 @@ import pytest
 from beatd.beat import Scheduler
 from beatd.state import read_states
 from beatd.systemd import Notifier
-from tests.rabbit import FakeClock, Rabbit, TcpProxy, async_wait_until, utc
+from tests.clock import FakeClock, utc
+from tests.rabbit import Rabbit, TcpProxy, async_wait_until
 
 T0 = utc(2026, 11, 21, 5, 30)
 

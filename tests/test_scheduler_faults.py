@@ -14,7 +14,8 @@ import pytest
 
 from beatd.beat import Scheduler
 from beatd.state import read_states
-from tests.rabbit import FakeClock, Rabbit, TcpProxy, async_wait_until, rabbitmqctl
+from tests.clock import FakeClock
+from tests.rabbit import Rabbit, TcpProxy, async_wait_until, rabbitmqctl
 from tests.test_scheduler import T0, advance, config, messages, running
 
 EVERY_MINUTE = "  job:\n    every: 1m\n    task: t.job\n"

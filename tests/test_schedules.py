@@ -14,20 +14,9 @@ from hypothesis import strategies as st
 from beatd.config import Job, parse_config
 from beatd.cron import CronSchedule, parse
 from beatd.schedules import EPOCH, At, Cron, Interval, Schedule, latest_between, slots_between
+from tests.clock import utc
 
 T0 = datetime(2026, 3, 14, 9, 26, 53, 589_793, tzinfo=UTC)
-
-
-def utc(
-    year: int,
-    month: int,
-    day: int,
-    hour: int = 0,
-    minute: int = 0,
-    second: int = 0,
-    microsecond: int = 0,
-) -> datetime:
-    return datetime(year, month, day, hour, minute, second, microsecond, tzinfo=UTC)
 
 
 def take(schedule: Schedule, after: datetime, count: int) -> list[datetime]:
