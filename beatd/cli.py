@@ -14,11 +14,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 
-from beatd import __version__, durations, listing
-from beatd.config import Config, Job, read_config
-from beatd.errors import BeatdError, ConfigError
-from beatd.messages import iso_utc
-from beatd.state import read_states
+from beatd import __version__
+from beatd.core import durations, listing
+from beatd.core.config import Config, Job, read_config
+from beatd.core.errors import BeatdError, ConfigError
+from beatd.core.messages import iso_utc
+from beatd.runtime.state import read_states
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
 DEFAULT_CONFIG = "/etc/beatd/beatd.yaml"
@@ -161,14 +162,14 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from beatd import beat  # noqa: PLC0415
+    from beatd.scheduler import daemon as beat  # noqa: PLC0415
 
     setup_logging()
     return beat.run(args.config, os.environ)
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from beatd import worker  # noqa: PLC0415
+    from beatd.worker import daemon as worker  # noqa: PLC0415
 
     setup_logging()
     return worker.run(args.config, os.environ)
@@ -177,7 +178,7 @@ def _worker(args: argparse.Namespace) -> int:
 def _trigger(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415  (40 ms that `list` and `check` should not pay either)
 
-    from beatd import beat  # noqa: PLC0415
+    from beatd.scheduler import daemon as beat  # noqa: PLC0415
 
     config = _load(args)
     job = _job(config, args.job, args.config)
@@ -187,7 +188,7 @@ def _trigger(args: argparse.Namespace) -> int:
 
 
 def _import_celery(args: argparse.Namespace) -> int:
-    from beatd import celery_import  # noqa: PLC0415  (imports celery: only for this command)
+    from beatd.celery_compat import importer as celery_import  # noqa: PLC0415  (imports celery: only for this command)
 
     if args.app is not None:
         app, source = celery_import.load_app(args.app), args.app

@@ -34,9 +34,9 @@ from pika.adapters.asyncio_connection import AsyncioConnection
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from beatd.beat import Encoder, Scheduler  # noqa: E402
-from beatd.messages import Run  # noqa: E402
-from beatd.systemd import Notifier  # noqa: E402
+from beatd.core.messages import Run  # noqa: E402
+from beatd.runtime.systemd import Notifier  # noqa: E402
+from beatd.scheduler.daemon import Encoder, Scheduler  # noqa: E402
 
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
@@ -202,7 +202,7 @@ def burst(n: int, rounds: int = 5) -> None:
         exchange = f"bench.burst.{os.getpid()}"
         queue = Queue(exchange)
         path = write_config(Path(tmp), exchange, jobs_every(n, "10s"))
-        from beatd.config import read_config  # noqa: PLC0415
+        from beatd.core.config import read_config  # noqa: PLC0415
 
         config = read_config(path, {})
         encoder = Encoder(exchange)

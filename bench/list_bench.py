@@ -82,7 +82,7 @@ def schedule_file(count: int, state: Path, seed: int = 2026) -> str:
 
 LOAD = """
 import os, sys, time
-from beatd.config import read_config
+from beatd.core.config import read_config
 start = time.perf_counter()
 read_config(sys.argv[1], os.environ)
 print(time.perf_counter() - start)
@@ -93,10 +93,10 @@ import json, os, sys, time
 t0 = time.perf_counter()
 from datetime import datetime
 from pathlib import Path
-from beatd import listing
-from beatd.config import read_config
-from beatd.state import read_states
-from beatd.yamlfile import parse
+from beatd.core import listing
+from beatd.core.config import read_config
+from beatd.runtime.state import read_states
+from beatd.core.yamlfile import parse
 t1 = time.perf_counter()
 parse(open(sys.argv[1], encoding="utf-8").read(), sys.argv[1])
 t2 = time.perf_counter()

@@ -15,7 +15,7 @@ from celery import Celery
 from celery.worker.request import Request
 from kombu.message import Message
 
-from beatd.celery_format import (
+from beatd.celery_compat.codec import (
     HEADERS,
     CeleryMessageError,
     celery_message,
@@ -23,8 +23,8 @@ from beatd.celery_format import (
     route,
     task_id,
 )
-from beatd.config import Job, parse_config
-from beatd.messages import Outgoing, Run, Trigger
+from beatd.core.config import Job, parse_config
+from beatd.core.messages import Outgoing, Run, Trigger
 
 SLOT = datetime(2026, 11, 21, 5, 30, tzinfo=UTC)
 PUBLISHED = SLOT + timedelta(milliseconds=4)

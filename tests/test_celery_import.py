@@ -17,12 +17,13 @@ from celery.schedules import crontab, maybe_schedule
 from celery.signals import before_task_publish
 from kombu import Connection
 
-from beatd import celery_import, cli
-from beatd.celery_format import celery_message
-from beatd.celery_import import UnconvertibleError, cron_expression, schedule_spec
-from beatd.config import Config, Job, parse_config
-from beatd.messages import Run
-from beatd.schedules import Interval
+from beatd import cli
+from beatd.celery_compat import importer as celery_import
+from beatd.celery_compat.codec import celery_message
+from beatd.celery_compat.importer import UnconvertibleError, cron_expression, schedule_spec
+from beatd.core.config import Config, Job, parse_config
+from beatd.core.messages import Run
+from beatd.core.schedules import Interval
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = "tests.celery_app.sample:app"

@@ -18,9 +18,9 @@ from cronsim import CronSim
 
 from beatd import __version__
 from beatd.cli import main
-from beatd.cron import parse
-from beatd.schedules import EPOCH
-from beatd.state import JobState, State
+from beatd.core.cron import parse
+from beatd.core.schedules import EPOCH
+from beatd.runtime.state import JobState, State
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "config" / "beatd.yaml"

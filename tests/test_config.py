@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from beatd.config import (
+from beatd.core.config import (
     DEFAULT_BROKER_URL,
     Config,
     Job,
@@ -18,9 +18,9 @@ from beatd.config import (
     parse_config,
     read_config,
 )
-from beatd.cron import CronSchedule
-from beatd.errors import ConfigError
-from beatd.schedules import At, Cron, Interval
+from beatd.core.cron import CronSchedule
+from beatd.core.errors import ConfigError
+from beatd.core.schedules import At, Cron, Interval
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "beatd.yaml"
 HOME = {"HOME": "/home/op"}

@@ -10,8 +10,8 @@ import pytest
 from croniter import croniter
 from cronsim import CronSim
 
-from beatd.cron import CronExpr, CronSchedule, parse
-from beatd.errors import CronError
+from beatd.core.cron import CronExpr, CronSchedule, parse
+from beatd.core.errors import CronError
 from tests.clock import utc
 
 START = datetime(2026, 1, 1, tzinfo=UTC)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from beatd.cron import parse
-from beatd.describe import describe
+from beatd.core.cron import parse
+from beatd.core.describe import describe
 
 
 @pytest.mark.parametrize(

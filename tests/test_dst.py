@@ -27,7 +27,7 @@ from dst_oracle import exists, fire_times, is_fixed_time
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from beatd.cron import CronSchedule, parse
+from beatd.core.cron import CronSchedule, parse
 
 
 def beatd_runs(expression: str, zone: tzinfo, start: datetime, end: datetime) -> list[datetime]:

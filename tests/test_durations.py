@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from beatd.durations import format_duration, format_left, parse_duration
+from beatd.core.durations import format_duration, format_left, parse_duration
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from beatd.config import parse_config
-from beatd.messages import Run, Trigger, beatd_message, parse_beatd, slot_id
+from beatd.core.config import parse_config
+from beatd.core.messages import Run, Trigger, beatd_message, parse_beatd, slot_id
 
 SLOT = datetime(2026, 11, 21, 5, 30, tzinfo=UTC)
 PUBLISHED = SLOT + timedelta(milliseconds=4)

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from beatd import plan
-from beatd.config import Job, Misfire, parse_config
-from beatd.messages import Trigger
-from beatd.schedules import Schedule
-from beatd.state import JobState
+from beatd.core import plan
+from beatd.core.config import Job, Misfire, parse_config
+from beatd.core.messages import Trigger
+from beatd.core.schedules import Schedule
+from beatd.runtime.state import JobState
 
 T0 = datetime(2026, 11, 21, 5, 30, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""How one task runs (beatd.runner), without a broker: real processes, real threads."""
+"""How one task runs (beatd.worker.runner), without a broker: real processes, real threads."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from beatd import runner
-from beatd.config import TaskConfig
-from beatd.errors import ConfigError
+from beatd.core.config import TaskConfig
+from beatd.core.errors import ConfigError
+from beatd.worker import runner
 from tests.rabbit import wait_until
 from tests.workerutil import running_with, unique_sleep
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from beatd.beat import Scheduler
-from beatd.state import read_states
-from beatd.systemd import Notifier
+from beatd.runtime.state import read_states
+from beatd.runtime.systemd import Notifier
+from beatd.scheduler.daemon import Scheduler
 from tests.clock import FakeClock, utc
 from tests.rabbit import Rabbit, TcpProxy, async_wait_until
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from beatd.beat import Scheduler
-from beatd.state import read_states
+from beatd.runtime.state import read_states
+from beatd.scheduler.daemon import Scheduler
 from tests.clock import FakeClock
 from tests.rabbit import Rabbit, TcpProxy, async_wait_until, rabbitmqctl
 from tests.test_scheduler import T0, advance, config, messages, running

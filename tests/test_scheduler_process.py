@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from beatd.cli import main
-from beatd.state import read_states
+from beatd.runtime.state import read_states
 from tests.rabbit import Rabbit, wait_until
 
 

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beatd.config import Job, parse_config
-from beatd.cron import CronSchedule, parse
-from beatd.schedules import EPOCH, At, Cron, Interval, Schedule, latest_between, slots_between
+from beatd.core.config import Job, parse_config
+from beatd.core.cron import CronSchedule, parse
+from beatd.core.schedules import EPOCH, At, Cron, Interval, Schedule, latest_between, slots_between
 from tests.clock import utc
 
 T0 = datetime(2026, 3, 14, 9, 26, 53, 589_793, tzinfo=UTC)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from beatd.systemd import Notifier
+from beatd.runtime.systemd import Notifier
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from beatd import watch
-from beatd.watch import FileWatch
+from beatd.runtime import watch
+from beatd.runtime.watch import FileWatch
 
 
 async def changes_after(path: Path, edit, *, poll: bool = False) -> int:  # type: ignore[no-untyped-def]

@@ -1,4 +1,4 @@
-"""The worker's decisions (beatd.dispatch), pure: duplicates, restarts, expiry, retries."""
+"""The worker's decisions (beatd.core.verdicts), pure: duplicates, restarts, expiry, retries."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from beatd.dispatch import (
+from beatd.core.messages import Properties, Received
+from beatd.core.verdicts import (
     MAX_RETRY_DELAY,
     MAX_STARTS,
     Decision,
@@ -24,8 +25,7 @@ from beatd.dispatch import (
     retry_queue,
     retry_queue_arguments,
 )
-from beatd.messages import Properties, Received
-from beatd.seen import Phase, Seen
+from beatd.runtime.seen import Phase, Seen
 
 NOW = datetime(2026, 11, 21, 5, 30, 10, tzinfo=UTC)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from beatd.dispatch import MAX_STARTS
+from beatd.core.verdicts import MAX_STARTS
 from tests.rabbit import AMQP_URL, Rabbit, TcpProxy, wait_until
 from tests.workerutil import (
     ROOT,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from beatd import yamlfile
-from beatd.yamlfile import YamlError, YList, YMap, parse
+from beatd.core import yamlfile
+from beatd.core.yamlfile import YamlError, YList, YMap, parse
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "beatd.yaml"
 

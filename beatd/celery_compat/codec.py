@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from beatd.config import Job
-from beatd.errors import BeatdError
-from beatd.messages import Outgoing, Properties, Run, iso_utc, ttl_ms
+from beatd.core.config import Job
+from beatd.core.errors import BeatdError
+from beatd.core.messages import Outgoing, Properties, Run, iso_utc, ttl_ms
 
 DEFAULT_QUEUE = "celery"  # Celery's task_default_queue
 # Fixed forever: a slot's task id must be the same from every beatd release and every host, so a

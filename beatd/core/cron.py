@@ -16,7 +16,7 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from datetime import MAXYEAR, UTC, datetime, timedelta, tzinfo
 
-from beatd.errors import CronError
+from beatd.core.errors import CronError
 
 SECOND = timedelta(seconds=1)
 # cronsim's bound too: an expression with no match in this many years has none at all.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from beatd.cron import DAYS, MONTHS, CronExpr
+from beatd.core.cron import DAYS, MONTHS, CronExpr
 
 _ORDINALS = ("", "1st", "2nd", "3rd", "4th", "5th")
 

@@ -1,7 +1,7 @@
 """`beatd run`: the scheduler daemon.
 
 The loop: sleep until the earliest due slot (a heap, so a pass touches only the due jobs, not
-all of them), plan those jobs (beatd.plan, pure), publish the runs with pipelined confirms,
+all of them), plan those jobs (beatd.core.plan, pure), publish the runs with pipelined confirms,
 record what the broker confirmed, repeat. Signal handlers and the file watcher only set
 flags and wake the loop; the loop does the work.
 """
@@ -19,13 +19,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from beatd import plan
-from beatd.broker import Channel, Link, Outcome, one_shot
-from beatd.celery_format import celery_message
-from beatd.celery_format import route as celery_route
-from beatd.config import Config, Job, MessageFormat, read_config
-from beatd.errors import BeatdError, BrokerError, ConfigError
-from beatd.messages import (
+from beatd.celery_compat.codec import celery_message
+from beatd.celery_compat.codec import route as celery_route
+from beatd.core import plan
+from beatd.core.config import Config, Job, MessageFormat, read_config
+from beatd.core.errors import BeatdError, BrokerError, ConfigError
+from beatd.core.messages import (
     BeatdTemplate,
     Draft,
     Outgoing,
@@ -34,9 +33,10 @@ from beatd.messages import (
     beatd_message,
     iso_utc,
 )
-from beatd.state import JobState, State
-from beatd.systemd import Notifier
-from beatd.watch import FileWatch
+from beatd.runtime.rabbitmq import Channel, Link, Outcome, one_shot
+from beatd.runtime.state import JobState, State
+from beatd.runtime.systemd import Notifier
+from beatd.runtime.watch import FileWatch
 
 log = logging.getLogger("beatd.scheduler")
 

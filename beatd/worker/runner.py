@@ -27,9 +27,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from beatd.config import TaskConfig
-from beatd.errors import ConfigError, Problem
-from beatd.messages import iso_utc
+from beatd.core.config import TaskConfig
+from beatd.core.errors import ConfigError, Problem
+from beatd.core.messages import iso_utc
 
 log = logging.getLogger("beatd.run")
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from beatd.errors import StateError
+from beatd.core.errors import StateError
 
 SCHEMA_VERSION = 1
 _SCHEMA = """

@@ -1,7 +1,7 @@
 """`beatd worker`: the executor daemon. It consumes beatd messages, runs the tasks its own
-file defines (beatd.runner), and settles each message only after the run: ack, a retry, or a
-dead letter with the reason. beatd.dispatch decides (pure), beatd.outbox publishes, and
-beatd.seen remembers run ids; this module consumes, runs and settles.
+file defines (beatd.worker.runner), and settles each message only after the run: ack, a retry, or a
+dead letter with the reason. beatd.core.verdicts decides (pure), beatd.worker.outbox publishes, and
+beatd.runtime.seen remembers run ids; this module consumes, runs and settles.
 
 Every decision about a delivery is taken synchronously in the consumer callback, so two
 copies of one run id arriving together cannot both start. Signal handlers and the file
@@ -22,10 +22,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from beatd import outbox, runner
-from beatd.broker import Channel, Delivery, Link
-from beatd.config import Config, read_config
-from beatd.dispatch import (
+from beatd.core.config import Config, read_config
+from beatd.core.errors import BeatdError, BrokerError, ConfigError, Problem
+from beatd.core.messages import Received, parse_beatd
+from beatd.core.verdicts import (
     Event,
     Reason,
     RunFacts,
@@ -35,11 +35,11 @@ from beatd.dispatch import (
     judge,
     retry_delay,
 )
-from beatd.errors import BeatdError, BrokerError, ConfigError, Problem
-from beatd.messages import Received, parse_beatd
-from beatd.seen import Phase, SeenStore
-from beatd.systemd import Notifier
-from beatd.watch import FileWatch
+from beatd.runtime.rabbitmq import Channel, Delivery, Link
+from beatd.runtime.seen import Phase, SeenStore
+from beatd.runtime.systemd import Notifier
+from beatd.runtime.watch import FileWatch
+from beatd.worker import outbox, runner
 
 log = logging.getLogger("beatd.worker")
 

@@ -9,12 +9,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from beatd.config import Job
-from beatd.describe import describe
-from beatd.durations import format_duration, format_left
-from beatd.messages import iso_utc
-from beatd.schedules import Cron
-from beatd.state import JobState
+from beatd.core.config import Job
+from beatd.core.describe import describe
+from beatd.core.durations import format_duration, format_left
+from beatd.core.messages import iso_utc
+from beatd.core.schedules import Cron
+from beatd.runtime.state import JobState
 
 
 @dataclass(frozen=True, slots=True)

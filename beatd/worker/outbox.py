@@ -9,9 +9,10 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from beatd.broker import Channel, Delivery, Link, Outcome
-from beatd.config import BrokerConfig, WorkerConfig
-from beatd.dispatch import (
+from beatd.core.config import BrokerConfig, WorkerConfig
+from beatd.core.errors import BrokerError
+from beatd.core.messages import Properties
+from beatd.core.verdicts import (
     ATTEMPT_HEADER,
     DETAIL_HEADER,
     REASON_HEADER,
@@ -27,8 +28,7 @@ from beatd.dispatch import (
     retry_queue_arguments,
     worker_queue_arguments,
 )
-from beatd.errors import BrokerError
-from beatd.messages import Properties
+from beatd.runtime.rabbitmq import Channel, Delivery, Link, Outcome
 
 log = logging.getLogger("beatd.worker")
 

@@ -22,11 +22,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
-from beatd import cron, durations, values
-from beatd.celery_format import DEFAULT_QUEUE
-from beatd.config import JOB_NAME
-from beatd.describe import ranges
-from beatd.errors import BeatdError
+from beatd.celery_compat.codec import DEFAULT_QUEUE
+from beatd.core import cron, durations, values
+from beatd.core.config import JOB_NAME
+from beatd.core.describe import ranges
+from beatd.core.errors import BeatdError
 
 ENTRY_KEYS = ("task", "schedule", "args", "kwargs", "options", "relative")
 # Options celery beat passes to apply_async that beatd already does, or does better: it always

@@ -26,7 +26,7 @@ from yaml.events import (
 )
 from yaml.nodes import ScalarNode
 
-from beatd.errors import Problem
+from beatd.core.errors import Problem
 
 _STR = "tag:yaml.org,2002:str"
 _MERGE = "tag:yaml.org,2002:merge"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from beatd.cron import CronSchedule
+from beatd.core.cron import CronSchedule
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ZERO = timedelta(0)

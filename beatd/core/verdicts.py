@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from beatd.messages import Properties, Received, iso_utc
-from beatd.seen import Phase, Seen
+from beatd.core.messages import Properties, Received, iso_utc
+from beatd.runtime.seen import Phase, Seen
 
 # How the attempt number travels with a retried message. Absent: the first attempt.
 ATTEMPT_HEADER = "beatd-attempt"

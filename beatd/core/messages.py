@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from beatd.config import Job
+from beatd.core.config import Job
 
 FORMAT_VERSION = 1
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from beatd import durations
+from beatd.core import durations
 
 E = TypeVar("E", bound=Enum)
 

@@ -26,10 +26,10 @@ import pika
 import pika.exceptions
 from pika.adapters.asyncio_connection import AsyncioConnection
 
-from beatd.config import BrokerConfig
-from beatd.errors import BrokerError
-from beatd.messages import Outgoing, Properties
-from beatd.values import redact
+from beatd.core.config import BrokerConfig
+from beatd.core.errors import BrokerError
+from beatd.core.messages import Outgoing, Properties
+from beatd.core.values import redact
 
 log = logging.getLogger("beatd.broker")
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from beatd.config import Job, Misfire
-from beatd.messages import Run, Trigger
-from beatd.schedules import Interval, latest_between, slots_between
-from beatd.state import JobState
+from beatd.core.config import Job, Misfire
+from beatd.core.messages import Run, Trigger
+from beatd.core.schedules import Interval, latest_between, slots_between
+from beatd.runtime.state import JobState
 
 CATCHUP_LIMIT = 1000  # `misfire: all` publishes at most this many missed slots per pass
 COUNT_LIMIT = 10_000

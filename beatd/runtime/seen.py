@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 
-from beatd.errors import StateError
-from beatd.state import open_db
+from beatd.core.errors import StateError
+from beatd.runtime.state import open_db
 
 SCHEMA_VERSION = 1
 _SCHEMA = """

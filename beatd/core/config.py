@@ -19,10 +19,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from beatd import cron, durations, values
-from beatd.errors import ConfigError, CronError, Problem
-from beatd.schedules import At, Cron, Interval, Schedule
-from beatd.yamlfile import YamlError, YMap, parse
+from beatd.core import cron, durations, values
+from beatd.core.errors import ConfigError, CronError, Problem
+from beatd.core.schedules import At, Cron, Interval, Schedule
+from beatd.core.yamlfile import YamlError, YMap, parse
 
 T = TypeVar("T")
 

@@ -1,0 +1,1 @@
+"""Celery compatibility: the Celery message codec and `beatd import-celery`."""

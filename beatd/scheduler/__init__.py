@@ -1,0 +1,1 @@
+"""The scheduler daemon (`beatd run`) and `beatd trigger`."""

@@ -1,0 +1,1 @@
+"""The executor daemon (`beatd worker`): decide, run, settle."""
