@@ -188,7 +188,7 @@ def _trigger(args: argparse.Namespace) -> int:
 
 
 def _import_celery(args: argparse.Namespace) -> int:
-    from beatd.celery_compat import importer as celery_import  # noqa: PLC0415  (imports celery: only for this command)
+    from beatd.compat import celery_import  # noqa: PLC0415  (imports celery: only for this command)
 
     if args.app is not None:
         app, source = celery_import.load_app(args.app), args.app

@@ -15,7 +15,7 @@ from celery import Celery
 from celery.worker.request import Request
 from kombu.message import Message
 
-from beatd.celery_compat.codec import (
+from beatd.compat.celery_codec import (
     HEADERS,
     CeleryMessageError,
     celery_message,

@@ -18,9 +18,9 @@ from celery.signals import before_task_publish
 from kombu import Connection
 
 from beatd import cli
-from beatd.celery_compat import importer as celery_import
-from beatd.celery_compat.codec import celery_message
-from beatd.celery_compat.importer import UnconvertibleError, cron_expression, schedule_spec
+from beatd.compat import celery_import
+from beatd.compat.celery_codec import celery_message
+from beatd.compat.celery_import import UnconvertibleError, cron_expression, schedule_spec
 from beatd.core.config import Config, Job, parse_config
 from beatd.core.messages import Run
 from beatd.core.schedules import Interval

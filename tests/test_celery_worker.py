@@ -21,7 +21,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from beatd.celery_compat.codec import celery_message, task_id
+from beatd.compat.celery_codec import celery_message, task_id
 from beatd.core.config import Job, parse_config
 from beatd.core.messages import Outgoing, Run
 from tests.rabbit import AMQP_URL, Rabbit, wait_until

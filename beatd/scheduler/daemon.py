@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from beatd.celery_compat.codec import celery_message
-from beatd.celery_compat.codec import route as celery_route
+from beatd.compat.celery_codec import celery_message
+from beatd.compat.celery_codec import route as celery_route
 from beatd.core import plan
 from beatd.core.config import Config, Job, MessageFormat, read_config
 from beatd.core.errors import BeatdError, BrokerError, ConfigError

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
-from beatd.celery_compat.codec import DEFAULT_QUEUE
+from beatd.compat.celery_codec import DEFAULT_QUEUE
 from beatd.core import cron, durations, values
 from beatd.core.config import JOB_NAME
 from beatd.core.describe import ranges

@@ -1,1 +1,0 @@
-"""Celery compatibility: the Celery message codec and `beatd import-celery`."""
