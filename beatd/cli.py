@@ -178,11 +178,11 @@ def _worker(args: argparse.Namespace) -> int:
 def _trigger(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415  (40 ms that `list` and `check` should not pay either)
 
-    from beatd.scheduler import daemon as beat  # noqa: PLC0415
+    from beatd.scheduler.manual import publish_manual  # noqa: PLC0415
 
     config = _load(args)
     job = _job(config, args.job, args.config)
-    run = asyncio.run(beat.publish_manual(config, job))
+    run = asyncio.run(publish_manual(config, job))
     print(f"published {run.id}")
     return EXIT_OK
 

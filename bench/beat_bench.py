@@ -34,9 +34,12 @@ from pika.adapters.asyncio_connection import AsyncioConnection
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from beatd.core.config import read_config  # noqa: E402
 from beatd.core.messages import Run  # noqa: E402
-from beatd.runtime.systemd import Notifier  # noqa: E402
-from beatd.scheduler.daemon import Encoder, Scheduler  # noqa: E402
+from beatd.runtime.rabbitmq import Link  # noqa: E402
+from beatd.runtime.state import State  # noqa: E402
+from beatd.scheduler.codecs import BeatdCodec  # noqa: E402
+from beatd.scheduler.scheduler import Scheduler  # noqa: E402
 
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
@@ -171,29 +174,21 @@ async def raw_pika(messages: list[tuple[str, str, bytes, pika.BasicProperties]])
 
 
 async def beatd_pass(path: Path, slot: datetime) -> tuple[float, float]:
-    """Seconds to draft a burst ahead of its slot (plan, build), and for the pass at the slot
+    """Seconds to draft a burst ahead of its slot (plan, build), and for the step at the slot
     (stamp, publish, wait for the confirms, record), as the daemon does them."""
-    clock_now = [slot - timedelta(seconds=0.4)]
-    scheduler = Scheduler(
-        str(path), {}, clock=lambda: clock_now[0], notifier=Notifier({}), watch_file=False
-    )
-    task = asyncio.create_task(scheduler.run())
-    while scheduler.__dict__.get("_prepared") is None:  # the loop drafts as soon as it is up
-        await asyncio.sleep(0.01)
-    # Draft again, timed: put the drafted jobs back and let _prepare_next redo the work.
-    drafted_jobs = scheduler._prepared
-    scheduler._prepared = None
-    for job_plan in drafted_jobs.plans:
-        scheduler._schedule(job_plan.job.name, drafted_jobs.at)
+    config = read_config(path, {})
+    now = [slot - timedelta(seconds=0.4)]
+    scheduler = Scheduler(config, State(config.state), Link, clock=lambda: now[0])
+    scheduler.start()
+    await scheduler.link.channel(30)
     started = time.perf_counter()
-    scheduler._prepare_next()  # the units being timed
+    scheduler.prepare(now[0])  # the units being timed
     drafted = time.perf_counter() - started
-    clock_now[0] = slot
+    now[0] = slot
     started = time.perf_counter()
-    await scheduler._pass()
+    await scheduler.step(slot)
     elapsed = time.perf_counter() - started
-    scheduler.request_stop()
-    await task
+    await scheduler.close()
     return drafted, elapsed
 
 
@@ -202,10 +197,8 @@ def burst(n: int, rounds: int = 5) -> None:
         exchange = f"bench.burst.{os.getpid()}"
         queue = Queue(exchange)
         path = write_config(Path(tmp), exchange, jobs_every(n, "10s"))
-        from beatd.core.config import read_config  # noqa: PLC0415
-
         config = read_config(path, {})
-        encoder = Encoder(exchange)
+        codec = BeatdCodec(exchange)
         draft_s, beatd_s, raw_s = [], [], []
         base = datetime(2030, 1, 1, tzinfo=UTC)
         for r in range(rounds):
@@ -217,7 +210,7 @@ def burst(n: int, rounds: int = 5) -> None:
             beatd_s.append(at_slot)
             prebuilt = []
             for job in config.jobs:
-                m = encoder(Run(job, slot + timedelta(seconds=30)), slot)
+                m = codec.draft(Run(job, slot + timedelta(seconds=30)))(slot)
                 p = m.properties
                 prebuilt.append(
                     (

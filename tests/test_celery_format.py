@@ -10,16 +10,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pika.data
-import pytest
 from celery import Celery
 from celery.worker.request import Request
 from kombu.message import Message
 
 from beatd.compat.celery_codec import (
     HEADERS,
-    CeleryMessageError,
     celery_message,
     celery_problems,
+    job_problems,
     route,
     task_id,
 )
@@ -180,10 +179,11 @@ def test_priority_becomes_the_message_priority() -> None:
     assert message().properties.priority is None
 
 
-def test_the_builder_refuses_a_job_whose_message_would_crash_a_worker() -> None:
+def test_a_job_whose_messages_would_crash_a_worker_is_refused_once_at_load() -> None:
     nameless = dataclasses.replace(job(), task="")
-    with pytest.raises(CeleryMessageError, match="header 'task' must be a non-empty string"):
-        celery_message(Run(nameless, SLOT), PUBLISHED, "beatd")
+    problems = job_problems(nameless)
+    assert problems and "header 'task' must be a non-empty string" in problems[0]
+    assert job_problems(job()) == []
 
 
 def test_the_check_names_each_thing_a_stock_worker_would_choke_on() -> None:

@@ -19,8 +19,9 @@ from cronsim import CronSim
 from beatd import __version__
 from beatd.cli import main
 from beatd.core.cron import parse
+from beatd.core.jobstate import JobState
 from beatd.core.schedules import EPOCH
-from beatd.runtime.state import JobState, State
+from beatd.runtime.state import State
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "config" / "beatd.yaml"

@@ -9,9 +9,9 @@ import pytest
 
 from beatd.core import plan
 from beatd.core.config import Job, Misfire, parse_config
+from beatd.core.jobstate import JobState
 from beatd.core.messages import Trigger
 from beatd.core.schedules import Schedule
-from beatd.runtime.state import JobState
 
 T0 = datetime(2026, 11, 21, 5, 30, tzinfo=UTC)
 

@@ -16,7 +16,7 @@ import pytest
 
 from beatd.runtime.state import read_states
 from beatd.runtime.systemd import Notifier
-from beatd.scheduler.daemon import Scheduler
+from beatd.scheduler.daemon import SchedulerDaemon
 from tests.clock import FakeClock, utc
 from tests.rabbit import Rabbit, TcpProxy, async_wait_until
 
@@ -40,17 +40,17 @@ def config(tmp_path: Path, rabbit: Rabbit, jobs: str, *, broker: str = "") -> Pa
 async def running(
     path: Path,
     clock: FakeClock,
-    body: Callable[[Scheduler], Awaitable[None]],
+    body: Callable[[SchedulerDaemon], Awaitable[None]],
     *,
     watch: bool = False,
     up: bool = True,
 ) -> int:
-    scheduler = Scheduler(str(path), {}, clock=clock, notifier=Notifier({}), watch_file=watch)
+    scheduler = SchedulerDaemon(str(path), {}, clock=clock, notifier=Notifier({}), watch_file=watch)
     task = asyncio.create_task(scheduler.run())
     try:
         if up:
             await async_wait_until(
-                lambda: getattr(scheduler, "link", None) and scheduler.link.state == "up"
+                lambda: scheduler.scheduler is not None and scheduler.scheduler.link.state == "up"
             )
         await body(scheduler)
     finally:
@@ -58,7 +58,7 @@ async def running(
     return await asyncio.wait_for(task, 30)
 
 
-async def advance(scheduler: Scheduler, clock: FakeClock, **delta: float) -> None:
+async def advance(scheduler: SchedulerDaemon, clock: FakeClock, **delta: float) -> None:
     clock.advance(**delta)
     scheduler.wake()
     await asyncio.sleep(0)
@@ -84,7 +84,7 @@ def test_a_due_run_is_published_with_the_documented_properties_and_body(
     clock = FakeClock(T0 - timedelta(seconds=1))
     got: list[Any] = []
 
-    async def body(s: Scheduler) -> None:
+    async def body(s: SchedulerDaemon) -> None:
         await advance(s, clock, seconds=1)
         got.extend(await messages(rabbit, queue, 1))
 
@@ -132,7 +132,7 @@ def test_the_next_slot_after_a_publish_is_the_following_one_and_nothing_early(
     clock = FakeClock(T0 - timedelta(seconds=1))
     ids: list[str] = []
 
-    async def body(s: Scheduler) -> None:
+    async def body(s: SchedulerDaemon) -> None:
         for _ in range(3):
             await advance(s, clock, minutes=1)
             ids.extend(m.properties.message_id for m in await messages(rabbit, queue, 1))
@@ -167,14 +167,14 @@ def test_slots_missed_while_the_scheduler_was_down_follow_the_misfire_policy(
     queue = rabbit.queue(rabbit.name("x"))
     clock = FakeClock(T0 - timedelta(seconds=1))
 
-    async def first_life(s: Scheduler) -> None:
+    async def first_life(s: SchedulerDaemon) -> None:
         await asyncio.sleep(0.1)
 
     asyncio.run(running(path, clock, first_life))
     clock.advance(minutes=12)  # down from 05:29:59 to 05:41:59: 05:30, 05:35, 05:40 missed
     got: list[tuple[str, str]] = []
 
-    async def second_life(s: Scheduler) -> None:
+    async def second_life(s: SchedulerDaemon) -> None:
         if expected:
             found = await messages(rabbit, queue, len(expected))
             got.extend((m.properties.message_id, m.json["trigger"]) for m in found)
@@ -198,11 +198,11 @@ def test_an_unroutable_run_is_logged_with_its_job_and_counted(
     rabbit.queue(rabbit.name("x"), "other.key")
     clock = FakeClock(T0 - timedelta(seconds=1))
 
-    async def body(s: Scheduler) -> None:
+    async def body(s: SchedulerDaemon) -> None:
         await advance(s, clock, seconds=1)
-        await async_wait_until(lambda: s.counters.unroutable == 1)
+        await async_wait_until(lambda: s.scheduler.counters.unroutable == 1)
         await advance(s, clock, minutes=1)
-        await async_wait_until(lambda: s.counters.unroutable == 2)
+        await async_wait_until(lambda: s.scheduler.counters.unroutable == 2)
 
     with caplog.at_level(logging.WARNING, logger="beatd.scheduler"):
         asyncio.run(running(path, clock, body))
@@ -223,11 +223,11 @@ def test_a_run_lost_to_a_channel_the_broker_closed_is_published_again_with_the_s
     clock = FakeClock(T0 - timedelta(seconds=1))
     got: list[Any] = []
 
-    async def body(s: Scheduler) -> None:
-        channel = s.link.channel_now()
+    async def body(s: SchedulerDaemon) -> None:
+        channel = s.scheduler.link.channel_now()
         rabbit.delete_exchange(exchange)  # the next publish gets a 404: channel closed
         await advance(s, clock, seconds=1)
-        await async_wait_until(lambda: s.link.channel_now() not in (None, channel))
+        await async_wait_until(lambda: s.scheduler.link.channel_now() not in (None, channel))
         rabbit.queue(exchange, name=queue)  # rebind: deleting the exchange dropped the binding
         await advance(s, clock, seconds=2)  # past the 1 s retry
         got.extend(await messages(rabbit, queue, 1))
@@ -248,10 +248,12 @@ def test_an_exchange_declared_differently_is_reported_and_recovered_from(
     path = config(tmp_path, rabbit, "  job:\n    every: 1m\n    task: t.job\n")
     clock = FakeClock(T0 - timedelta(seconds=1))
 
-    async def body(s: Scheduler) -> None:
-        await async_wait_until(lambda: getattr(s, "link", None) and s.link.state == "error")
+    async def body(s: SchedulerDaemon) -> None:
+        await async_wait_until(
+            lambda: s.scheduler is not None and s.scheduler.link.state == "error"
+        )
         rabbit.delete_exchange(exchange)
-        await async_wait_until(lambda: s.link.state == "up", timeout=30)
+        await async_wait_until(lambda: s.scheduler.link.state == "up", timeout=30)
 
     with caplog.at_level(logging.ERROR, logger="beatd.broker"):
         asyncio.run(running(path, clock, body, up=False))
@@ -267,14 +269,14 @@ def test_heartbeats_are_answered_while_the_scheduler_sleeps(tmp_path: Path, rabb
     clock = FakeClock(T0 - timedelta(seconds=1))
     states: list[str] = []
 
-    async def body(s: Scheduler) -> None:
-        original = s.link.on_state
+    async def body(s: SchedulerDaemon) -> None:
+        original = s.scheduler.link.on_state
 
         def record(state: str) -> None:
             states.append(state)
             original(state)
 
-        s.link.on_state = record
+        s.scheduler.link.on_state = record
         await asyncio.sleep(4)  # asleep: the next slot is an hour away on its clock
         await advance(s, clock, seconds=1)
         assert len(await messages(rabbit, queue, 1)) == 1
@@ -302,13 +304,13 @@ def test_reload_adds_removes_and_reschedules_jobs_without_a_surprise_run(
     before: list[str] = []
     after: list[str] = []
 
-    async def body(s: Scheduler) -> None:
+    async def body(s: SchedulerDaemon) -> None:
         await advance(s, clock, minutes=1)  # 05:30:59: 05:30 is on time for all three
         before.extend(m.properties.message_id for m in await messages(rabbit, queue, 3))
         clock.advance(minutes=10)  # 05:40:59, no wake: 05:35 was missed, 05:40 is on time
         config(tmp_path, rabbit, second)
         os.kill(os.getpid(), signal.SIGHUP)
-        await async_wait_until(lambda: "new" in s.jobs)
+        await async_wait_until(lambda: "new" in s.scheduler.jobs)
         after.extend(m.properties.message_id for m in await messages(rabbit, queue, 1))
         await asyncio.sleep(0.3)
         after.extend(m.properties.message_id for m in rabbit.drain(queue))
@@ -334,7 +336,7 @@ def test_a_reload_of_a_broken_file_keeps_the_running_schedule(
     queue = rabbit.queue(rabbit.name("x"))
     clock = FakeClock(T0 - timedelta(seconds=1))
 
-    async def body(s: Scheduler) -> None:
+    async def body(s: SchedulerDaemon) -> None:
         path.write_text(path.read_text() + "  broken:\n    cron: '61 * * * *'\n")
         os.kill(os.getpid(), signal.SIGHUP)
         await async_wait_until(
@@ -354,11 +356,11 @@ def test_an_edit_of_the_file_is_picked_up_without_a_signal(tmp_path: Path, rabbi
     path = config(tmp_path, rabbit, "  a:\n    every: 1m\n    task: t.a\n")
     clock = FakeClock(T0 - timedelta(seconds=1))
 
-    async def body(s: Scheduler) -> None:
+    async def body(s: SchedulerDaemon) -> None:
         replacement = tmp_path / "beatd.yaml.new"
         replacement.write_text(path.read_text() + "  b:\n    every: 1m\n    task: t.b\n")
         replacement.replace(path)  # how editors and config managers save
-        await async_wait_until(lambda: "b" in s.jobs, timeout=2.5)
+        await async_wait_until(lambda: "b" in s.scheduler.jobs, timeout=2.5)
 
     asyncio.run(running(path, clock, body, watch=True))
 
@@ -382,13 +384,13 @@ def test_a_burst_drafted_before_its_slot_waits_for_it_and_a_reload_redrafts_it(
     clock = FakeClock(T0 - timedelta(milliseconds=200))  # within PREPARE_AHEAD_S of 05:30
     got: list[Any] = []
 
-    async def body(s: Scheduler) -> None:
-        await async_wait_until(lambda: s._prepared is not None)
+    async def body(s: SchedulerDaemon) -> None:
+        await async_wait_until(lambda: s.scheduler._prepared is not None)
         await asyncio.sleep(0.3)
         assert rabbit.drain(queue) == [], "drafted, not sent: the slot has not come"
         config(tmp_path, rabbit, "  a:\n    every: 1m\n    task: t.a\n    args: [2]\n")
         os.kill(os.getpid(), signal.SIGHUP)
-        await async_wait_until(lambda: s.jobs["a"].args == (2,))
+        await async_wait_until(lambda: s.scheduler.jobs["a"].args == (2,))
         await advance(s, clock, seconds=0.2)
         got.extend(await messages(rabbit, queue, 1))
 
@@ -405,10 +407,10 @@ def test_a_drafted_burst_is_kept_for_later_when_the_broker_is_gone_at_its_slot(
     queue = rabbit.queue(rabbit.name("x"))
     clock = FakeClock(T0 - timedelta(milliseconds=200))
 
-    async def body(s: Scheduler) -> None:
-        await async_wait_until(lambda: s._prepared is not None)
+    async def body(s: SchedulerDaemon) -> None:
+        await async_wait_until(lambda: s.scheduler._prepared is not None)
         proxy.cut()
-        await async_wait_until(lambda: s.link.state == "down")
+        await async_wait_until(lambda: s.scheduler.link.state == "down")
         await advance(s, clock, seconds=0.2)  # due, nowhere to send it
         await asyncio.sleep(0.3)
         proxy.restore()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from beatd.runtime.state import read_states
-from beatd.scheduler.daemon import Scheduler
+from beatd.scheduler.daemon import SchedulerDaemon
 from tests.clock import FakeClock
 from tests.rabbit import Rabbit, TcpProxy, async_wait_until, rabbitmqctl
 from tests.test_scheduler import T0, advance, config, messages, running
@@ -35,14 +35,14 @@ def test_a_broker_unreachable_at_start_is_logged_once_and_missed_runs_follow_the
     clock = FakeClock(T0 - timedelta(seconds=1))
     got: list[str] = []
 
-    async def body(s: Scheduler) -> None:
-        await async_wait_until(lambda: hasattr(s, "link"))  # started: its clock was read
+    async def body(s: SchedulerDaemon) -> None:
+        await async_wait_until(lambda: s.scheduler is not None)  # started: its clock was read
         for _ in range(5):  # 05:30 and 05:31 come due with nowhere to go
             await advance(s, clock, seconds=30)
             await asyncio.sleep(0.4)
-        assert s.link.state == "down"
+        assert s.scheduler.link.state == "down"
         proxy.restore()  # 05:32:29 now: 05:32 is on time, 05:30 and 05:31 are missed
-        await async_wait_until(lambda: s.link.state == "up", timeout=40)
+        await async_wait_until(lambda: s.scheduler.link.state == "up", timeout=40)
         got.extend(m.properties.message_id for m in await messages(rabbit, queue, 1))
         await asyncio.sleep(0.3)
         got.extend(m.properties.message_id for m in rabbit.drain(queue))
@@ -70,8 +70,8 @@ def test_broker_urls_are_tried_in_order(
     queue = rabbit.queue(rabbit.name("x"))
     clock = FakeClock(T0 - timedelta(seconds=1))
 
-    async def body(s: Scheduler) -> None:
-        assert s.link.url == "amqp://guest:***@127.0.0.1:5672/%2F"
+    async def body(s: SchedulerDaemon) -> None:
+        assert s.scheduler.link.url == "amqp://guest:***@127.0.0.1:5672/%2F"
         await advance(s, clock, seconds=1)
         assert len(await messages(rabbit, queue, 1)) == 1
 
@@ -88,16 +88,16 @@ def test_a_cut_network_is_survived_and_what_came_due_meanwhile_is_published(
     clock = FakeClock(T0 - timedelta(seconds=1))
     got: list[str] = []
 
-    async def body(s: Scheduler) -> None:
+    async def body(s: SchedulerDaemon) -> None:
         await advance(s, clock, seconds=1)
         got.extend(m.properties.message_id for m in await messages(rabbit, queue, 1))
         proxy.cut()
-        await async_wait_until(lambda: s.link.state == "down")
+        await async_wait_until(lambda: s.scheduler.link.state == "down")
         await advance(s, clock, seconds=50)  # 05:30:50: 05:31 not yet due
         await advance(s, clock, seconds=20)  # 05:31:10: due, but the network is down
         await asyncio.sleep(0.5)
         proxy.restore()
-        await async_wait_until(lambda: s.link.state == "up", timeout=40)
+        await async_wait_until(lambda: s.scheduler.link.state == "up", timeout=40)
         got.extend(m.properties.message_id for m in await messages(rabbit, queue, 1))
 
     with caplog.at_level(logging.WARNING, logger="beatd.broker"):
@@ -113,8 +113,8 @@ def test_a_connection_closed_by_rabbitmq_is_reopened(tmp_path: Path, rabbit: Rab
     clock = FakeClock(T0 - timedelta(seconds=1))
     marker = f"beatd scheduler (pid {os.getpid()})"
 
-    async def body(s: Scheduler) -> None:
-        first = s.link.channel_now()
+    async def body(s: SchedulerDaemon) -> None:
+        first = s.scheduler.link.channel_now()
         listing = await asyncio.to_thread(
             rabbitmqctl, "list_connections", "pid", "client_properties"
         )
@@ -122,7 +122,9 @@ def test_a_connection_closed_by_rabbitmq_is_reopened(tmp_path: Path, rabbit: Rab
         assert pids, listing
         for pid in pids:
             await asyncio.to_thread(rabbitmqctl, "close_connection", pid, "beatd test")
-        await async_wait_until(lambda: s.link.channel_now() not in (None, first), timeout=40)
+        await async_wait_until(
+            lambda: s.scheduler.link.channel_now() not in (None, first), timeout=40
+        )
         await advance(s, clock, seconds=1)
         assert len(await messages(rabbit, queue, 1)) == 1
 
@@ -137,7 +139,7 @@ def test_the_broker_password_never_appears_in_the_log(
     path = with_url(config(tmp_path, rabbit, EVERY_MINUTE), url)
     clock = FakeClock(T0)
 
-    async def body(s: Scheduler) -> None:
+    async def body(s: SchedulerDaemon) -> None:
         await asyncio.sleep(2)
 
     with caplog.at_level(logging.DEBUG):

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from beatd.core.errors import StateError
-from beatd.runtime.seen import Phase, Seen, SeenStore
+from beatd.core.verdicts import Phase, Seen
+from beatd.runtime.seen import SeenStore
 
 
 def test_an_unknown_id_is_not_seen(tmp_path: Path) -> None:

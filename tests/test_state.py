@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from beatd.core.errors import StateError
-from beatd.runtime.state import JobState, State, read_states
+from beatd.core.jobstate import JobState
+from beatd.runtime.state import State, read_states
 
 T0 = datetime(2026, 11, 21, 5, 30, tzinfo=UTC)
 

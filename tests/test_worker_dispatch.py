@@ -13,8 +13,10 @@ from beatd.core.verdicts import (
     MAX_STARTS,
     Decision,
     Event,
+    Phase,
     Reason,
     RunFacts,
+    Seen,
     Verdict,
     attempt_of,
     event_body,
@@ -25,7 +27,6 @@ from beatd.core.verdicts import (
     retry_queue,
     retry_queue_arguments,
 )
-from beatd.runtime.seen import Phase, Seen
 
 NOW = datetime(2026, 11, 21, 5, 30, 10, tzinfo=UTC)
 

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from beatd.core.config import Job
-from beatd.core.errors import BeatdError
 from beatd.core.messages import Outgoing, Properties, Run, iso_utc, ttl_ms
 
 DEFAULT_QUEUE = "celery"  # Celery's task_default_queue
@@ -34,11 +33,7 @@ HEADERS = (
 )  # fmt: skip
 EMBED_KEYS = ("callbacks", "errbacks", "chain", "chord")
 _INT64 = 2**63
-
-
-class CeleryMessageError(BeatdError):
-    """A Celery message would crash a stock worker (`Unrecoverable error`, then a crash loop on
-    the unacked message); it is never published."""
+_SAMPLE_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def task_id(run: Run) -> str:
@@ -121,10 +116,17 @@ def celery_message(run: Run, published_at: datetime, default_exchange: str) -> O
         properties=properties,
         queue=queue,
     )
-    problems = celery_problems(message)
-    if problems:
-        raise CeleryMessageError(f"job {job.name!r}: cannot build a Celery message: {problems[0]}")
     return message
+
+
+def job_problems(job: Job) -> list[str]:
+    """What a stock Celery worker would reject in this job's messages, checked once when the
+    job is loaded rather than per publish: only the slot and times vary between its runs."""
+    sample = Run(job, _SAMPLE_TIME)
+    return [
+        f"job {job.name!r}: cannot build a Celery message: {problem}"
+        for problem in celery_problems(celery_message(sample, _SAMPLE_TIME, ""))
+    ]
 
 
 def celery_problems(message: Outgoing) -> list[str]:

@@ -12,9 +12,9 @@ from datetime import datetime, timedelta
 from beatd.core.config import Job
 from beatd.core.describe import describe
 from beatd.core.durations import format_duration, format_left
+from beatd.core.jobstate import JobState
 from beatd.core.messages import iso_utc
 from beatd.core.schedules import Cron
-from beatd.runtime.state import JobState
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from beatd.core.config import Job, Misfire
+from beatd.core.jobstate import JobState
 from beatd.core.messages import Run, Trigger
 from beatd.core.schedules import Interval, latest_between, slots_between
-from beatd.runtime.state import JobState
 
 CATCHUP_LIMIT = 1000  # `misfire: all` publishes at most this many missed slots per pass
 COUNT_LIMIT = 10_000

@@ -14,7 +14,6 @@ from enum import Enum
 from typing import Any
 
 from beatd.core.messages import Properties, Received, iso_utc
-from beatd.runtime.seen import Phase, Seen
 
 # How the attempt number travels with a retried message. Absent: the first attempt.
 ATTEMPT_HEADER = "beatd-attempt"
@@ -25,6 +24,27 @@ DETAIL_HEADER = "beatd-detail"
 # time (out of memory, a segfaulting extension, SIGKILL): dead-letter it, do not loop.
 MAX_STARTS = 3
 MAX_RETRY_DELAY = timedelta(hours=1)
+
+
+class Phase(Enum):
+    """How far one attempt of a run got. The outcome is recorded *before* the broker is told
+    (dead letter, retry, ack), so a redelivery after a crash finishes the telling instead of
+    running the job again."""
+
+    RUNNING = "running"  # started, not finished: if the worker died here, run it again
+    DEAD = "dead"  # finished badly; its dead letter may not be confirmed yet
+    RETRY = "retry"  # failed with retries left; the next attempt may not be published yet
+    DONE = "done"  # finished and settled: any further copy is a duplicate
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    id: str
+    attempt: int
+    phase: Phase
+    starts: int = 1
+    reason: str = ""
+    detail: str = ""
 
 
 class Reason(Enum):

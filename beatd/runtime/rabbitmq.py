@@ -16,11 +16,8 @@ import os
 import random
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
-from enum import Enum
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import pika
 import pika.exceptions
@@ -28,316 +25,15 @@ from pika.adapters.asyncio_connection import AsyncioConnection
 
 from beatd.core.config import BrokerConfig
 from beatd.core.errors import BrokerError
-from beatd.core.messages import Outgoing, Properties
+from beatd.core.ports import Setup
 from beatd.core.values import redact
+from beatd.runtime.channel import Channel, describe
 
 log = logging.getLogger("beatd.broker")
 
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
 REMIND_S = 600.0
-
-
-class Outcome(Enum):
-    """What became of one published message."""
-
-    CONFIRMED = "confirmed"  # the broker took responsibility for it
-    UNROUTABLE = "unroutable"  # confirmed, but returned: no queue is bound for its key
-    NACKED = "nacked"  # the broker refused it (internal error); publish again
-    LOST = "lost"  # the channel or connection went away before a confirm; publish again
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """A consumed message. ack/reject are no-ops once its channel is gone: the broker then
-    redelivers it, which is the at-least-once contract."""
-
-    channel: Channel
-    delivery_tag: int
-    redelivered: bool
-    exchange: str
-    routing_key: str
-    properties: Properties
-    body: bytes
-
-    def ack(self) -> bool:
-        return self.channel.settle(self.delivery_tag, ack=True)
-
-    def reject(self, *, requeue: bool = False) -> bool:
-        return self.channel.settle(self.delivery_tag, ack=False, requeue=requeue)
-
-
-class Channel:
-    """One open AMQP channel in confirm mode, with awaitable operations."""
-
-    def __init__(self, link: Link, pika_channel: Any) -> None:
-        self.link = link
-        self._ch = pika_channel
-        self._loop = asyncio.get_running_loop()
-        self._pending: set[asyncio.Future[Any]] = set()
-        self._unconfirmed: dict[int, tuple[_Batch, int, str]] = {}
-        self._returned: set[str] = set()
-        self._next_tag = 1
-        self.closed = self._loop.create_future()
-        pika_channel.add_on_close_callback(self._on_close)
-        pika_channel.add_on_return_callback(self._on_return)
-
-    @property
-    def is_open(self) -> bool:
-        return bool(self._ch.is_open) and not self.closed.done()
-
-    async def _enable_confirms(self) -> None:
-        await self._rpc(self._ch.confirm_delivery, ack_nack_callback=self._on_confirm)
-
-    def _rpc(self, method: Callable[..., Any], **kwargs: Any) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = self._loop.create_future()
-        if not self.is_open:
-            future.set_exception(BrokerError("the channel is closed"))
-            return future
-        self._pending.add(future)
-        future.add_done_callback(self._pending.discard)
-
-        def done(frame: Any) -> None:
-            if not future.done():
-                future.set_result(frame)
-
-        try:
-            method(callback=done, **kwargs)
-        except pika.exceptions.AMQPError as exc:
-            future.set_exception(BrokerError(_describe(exc)))
-        return future
-
-    async def declare_exchange(
-        self, name: str, kind: str = "topic", *, passive: bool = False, durable: bool = True
-    ) -> None:
-        await self._rpc(
-            self._ch.exchange_declare,
-            exchange=name,
-            exchange_type=kind,
-            passive=passive,
-            durable=durable,
-        )
-
-    async def declare_queue(
-        self,
-        name: str,
-        *,
-        passive: bool = False,
-        durable: bool = True,
-        arguments: Mapping[str, Any] | None = None,
-    ) -> int:
-        """Declare a queue; return how many messages it holds."""
-        frame = await self._rpc(
-            self._ch.queue_declare,
-            queue=name,
-            passive=passive,
-            durable=durable,
-            arguments=dict(arguments or {}),
-        )
-        return int(frame.method.message_count)
-
-    async def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
-        await self._rpc(
-            self._ch.queue_bind, queue=queue, exchange=exchange, routing_key=routing_key
-        )
-
-    async def publish(self, messages: Iterable[Outgoing]) -> list[Outcome]:
-        """Publish all messages back to back, then wait for the broker's confirms.
-
-        Confirms are pipelined: a burst of 10,000 costs one round trip, not 10,000. messages
-        may be a generator, so each can be stamped with its real send time.
-        """
-        batch = _Batch(self._loop)
-        for message in messages:
-            index = batch.add()
-            if not self.is_open:
-                batch.settle(index, Outcome.LOST)
-                continue
-            tag, self._next_tag = self._next_tag, self._next_tag + 1
-            self._unconfirmed[tag] = (batch, index, message.properties.message_id)
-            try:
-                self._ch.basic_publish(
-                    exchange=message.exchange,
-                    routing_key=message.routing_key,
-                    body=message.body,
-                    properties=_pika_properties(message.properties),
-                    mandatory=True,
-                )
-            except pika.exceptions.AMQPError:
-                del self._unconfirmed[tag]
-                batch.settle(index, Outcome.LOST)
-            if index % 500 == 499:
-                await asyncio.sleep(0)  # let heartbeats and early confirms through
-        return await batch.sealed()
-
-    async def send(
-        self, exchange: str, routing_key: str, body: bytes, properties: Properties
-    ) -> Outcome:
-        """Publish one message as given, mandatory, and wait for the broker's confirm (the
-        worker's dead letters and retries)."""
-        [outcome] = await self._send_one(exchange, routing_key, body, properties, True).sealed()
-        return outcome
-
-    def send_nowait(
-        self, exchange: str, routing_key: str, body: bytes, properties: Properties
-    ) -> None:
-        """Publish one message, not mandatory, without waiting for a confirm (the worker's
-        events: telemetry must never hold anything up)."""
-        self._send_one(exchange, routing_key, body, properties, False)
-
-    def _send_one(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        properties: Properties,
-        mandatory: bool,
-    ) -> _Batch:
-        batch = _Batch(self._loop)
-        index = batch.add()
-        if not self.is_open:
-            batch.settle(index, Outcome.LOST)
-            return batch
-        tag, self._next_tag = self._next_tag, self._next_tag + 1
-        # "" never matches a return: only a mandatory message can come back unroutable
-        self._unconfirmed[tag] = (batch, index, properties.message_id if mandatory else "")
-        try:
-            self._ch.basic_publish(
-                exchange=exchange,
-                routing_key=routing_key,
-                body=body,
-                properties=_pika_properties(properties),
-                mandatory=mandatory,
-            )
-        except pika.exceptions.AMQPError:
-            del self._unconfirmed[tag]
-            batch.settle(index, Outcome.LOST)
-        return batch
-
-    def _on_return(self, _ch: Any, _method: Any, properties: Any, _body: bytes) -> None:
-        # basic.return arrives before the basic.ack for the same message
-        if properties.message_id:
-            self._returned.add(properties.message_id)
-
-    def _on_confirm(self, frame: Any) -> None:
-        method = frame.method
-        acked = isinstance(method, pika.spec.Basic.Ack)
-        if method.multiple:  # tags are increasing and dicts keep insertion order
-            tags = []
-            for tag in self._unconfirmed:
-                if tag > method.delivery_tag:
-                    break
-                tags.append(tag)
-        else:
-            tags = [method.delivery_tag]
-        for tag in tags:
-            entry = self._unconfirmed.pop(tag, None)
-            if entry is None:
-                continue
-            batch, index, message_id = entry
-            if not acked:
-                outcome = Outcome.NACKED
-            elif message_id in self._returned:
-                self._returned.discard(message_id)
-                outcome = Outcome.UNROUTABLE
-            else:
-                outcome = Outcome.CONFIRMED
-            batch.settle(index, outcome)
-
-    def _on_close(self, _ch: Any, reason: BaseException) -> None:
-        for batch, index, _ in self._unconfirmed.values():
-            batch.settle(index, Outcome.LOST)
-        self._unconfirmed.clear()
-        for pending in list(self._pending):
-            if not pending.done():
-                pending.set_exception(BrokerError(_describe(reason)))
-        if not self.closed.done():
-            self.closed.set_result(reason)
-
-    # Consuming
-
-    async def consume(
-        self, queue: str, on_message: Callable[[Delivery], None], *, prefetch: int
-    ) -> str:
-        """Start consuming queue with at most `prefetch` unacked messages; return the tag."""
-        await self._rpc(self._ch.basic_qos, prefetch_count=prefetch)
-
-        def deliver(_ch: Any, method: Any, properties: Any, body: bytes) -> None:
-            on_message(
-                Delivery(
-                    channel=self,
-                    delivery_tag=method.delivery_tag,
-                    redelivered=bool(method.redelivered),
-                    exchange=method.exchange,
-                    routing_key=method.routing_key,
-                    properties=_our_properties(properties),
-                    body=body,
-                )
-            )
-
-        future: asyncio.Future[Any] = self._rpc(
-            self._ch.basic_consume, queue=queue, on_message_callback=deliver
-        )
-        frame = await future
-        return str(frame.method.consumer_tag)
-
-    async def cancel(self, consumer_tag: str) -> None:
-        if self.is_open:
-            await self._rpc(self._ch.basic_cancel, consumer_tag=consumer_tag)
-
-    def settle(self, delivery_tag: int, *, ack: bool, requeue: bool = False) -> bool:
-        if not self.is_open:
-            return False
-        try:
-            if ack:
-                self._ch.basic_ack(delivery_tag=delivery_tag)
-            else:
-                self._ch.basic_reject(delivery_tag=delivery_tag, requeue=requeue)
-        except pika.exceptions.AMQPError:
-            return False
-        return True
-
-    async def close(self) -> None:
-        if self.is_open:
-            with contextlib.suppress(pika.exceptions.AMQPError):
-                self._ch.close()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self.closed), 5)
-
-
-class _Batch:
-    """The outcomes of one publish call, settled by confirms; one future for the whole batch
-    (a future per message would cost more than publishing it)."""
-
-    __slots__ = ("_done", "_pending", "_sealed", "outcomes")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.outcomes: list[Outcome | None] = []
-        self._pending = 0
-        self._sealed = False
-        self._done: asyncio.Future[None] = loop.create_future()
-
-    def add(self) -> int:
-        self.outcomes.append(None)
-        self._pending += 1
-        return len(self.outcomes) - 1
-
-    def settle(self, index: int, outcome: Outcome) -> None:
-        if self.outcomes[index] is None:
-            self.outcomes[index] = outcome
-            self._pending -= 1
-            if self._sealed and not self._pending and not self._done.done():
-                self._done.set_result(None)
-
-    async def sealed(self) -> list[Outcome]:
-        """Wait until every message has an outcome."""
-        self._sealed = True
-        if self._pending:
-            await self._done
-        return [outcome or Outcome.LOST for outcome in self.outcomes]
-
-
-Setup = Callable[[Channel], Awaitable[None]]
 
 
 class Link:
@@ -482,11 +178,11 @@ class Link:
                 break
             if not closed.done():
                 reason = channel.closed.result()
-                log.warning("broker closed the channel (%s); reopening", _describe(reason))
+                log.warning("broker closed the channel (%s); reopening", describe(reason))
                 await asyncio.wait([closed], timeout=channel_delay)
                 channel_delay = min(channel_delay * 2, BACKOFF_MAX_S)
         self._connection = None
-        return _describe(closed.result()) if closed.done() else "closed"
+        return describe(closed.result()) if closed.done() else "closed"
 
     async def queue_exists(self, name: str) -> bool:
         """Whether a queue exists, asked on a throwaway channel: a passive declare of a
@@ -552,7 +248,7 @@ async def _open_connection(url: str, config: BrokerConfig, name: str) -> Any:
 
     def on_error(_connection: Any, error: BaseException) -> None:
         if not opened.done():
-            opened.set_exception(BrokerError(f"{redact(url)}: {_describe(error)}"))
+            opened.set_exception(BrokerError(f"{redact(url)}: {describe(error)}"))
 
     connection = AsyncioConnection(
         parameters,
@@ -579,66 +275,15 @@ async def _open_channel(
     try:
         connection.channel(on_open_callback=lambda ch: _resolve(opened, ch))
     except pika.exceptions.AMQPError as exc:
-        raise BrokerError(_describe(exc)) from None
+        raise BrokerError(describe(exc)) from None
     await asyncio.wait([opened, connection_closed], return_when=asyncio.FIRST_COMPLETED)
     if not opened.done():
         opened.cancel()
-        raise BrokerError(f"connection closed: {_describe(connection_closed.result())}")
+        raise BrokerError(f"connection closed: {describe(connection_closed.result())}")
     channel = Channel(link, opened.result())
     if confirms:
         await channel._enable_confirms()
     return channel
-
-
-def _pika_properties(p: Properties) -> Any:
-    return pika.BasicProperties(
-        content_type=p.content_type,
-        content_encoding=p.content_encoding,
-        delivery_mode=p.delivery_mode,
-        message_id=p.message_id,
-        correlation_id=p.correlation_id,
-        reply_to=p.reply_to,
-        type=p.type,
-        app_id=p.app_id,
-        timestamp=p.timestamp,
-        priority=p.priority,
-        expiration=p.expiration,
-        headers=dict(p.headers) if p.headers else None,
-    )
-
-
-def _our_properties(p: Any) -> Properties:
-    return Properties(
-        message_id=p.message_id or "",
-        content_type=p.content_type or "",
-        content_encoding=p.content_encoding,
-        delivery_mode=p.delivery_mode or 1,
-        type=p.type,
-        app_id=p.app_id or "",
-        timestamp=p.timestamp,
-        priority=p.priority,
-        expiration=p.expiration,
-        correlation_id=p.correlation_id,
-        reply_to=p.reply_to,
-        headers=dict(p.headers or {}),
-    )
-
-
-def _describe(error: BaseException) -> str:
-    """A one-line reason for a pika error, without credentials."""
-    if isinstance(error, pika.exceptions.ChannelClosed | pika.exceptions.ConnectionClosed):
-        return f"{error.reply_code} {error.reply_text}".strip()
-    text = str(error)
-    if not isinstance(error, pika.exceptions.AMQPError) or not text:
-        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
-    return _scrub(text)
-
-
-def _scrub(text: str) -> str:
-    for word in text.split():
-        if "://" in word and urlsplit(word.strip("'\"(),")).password:
-            text = text.replace(word, redact(word.strip("'\"(),")))
-    return text
 
 
 async def one_shot(config: BrokerConfig, name: str, timeout_s: float = 15.0) -> Link:

@@ -8,12 +8,13 @@ message redelivered after a connection drop) from a run it has not done yet, acr
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from enum import Enum
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from beatd.core.errors import StateError
+from beatd.core.verdicts import Phase, Seen
+from beatd.runtime.clock import system_clock
 from beatd.runtime.state import open_db
 
 SCHEMA_VERSION = 1
@@ -31,33 +32,13 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 
 
-class Phase(Enum):
-    """How far one attempt of a run got. The outcome is recorded *before* the broker is told
-    (dead letter, retry, ack), so a redelivery after a crash finishes the telling instead of
-    running the job again."""
-
-    RUNNING = "running"  # started, not finished: if the worker died here, run it again
-    DEAD = "dead"  # finished badly; its dead letter may not be confirmed yet
-    RETRY = "retry"  # failed with retries left; the next attempt may not be published yet
-    DONE = "done"  # finished and settled: any further copy is a duplicate
-
-
-@dataclass(frozen=True, slots=True)
-class Seen:
-    id: str
-    attempt: int
-    phase: Phase
-    starts: int = 1
-    reason: str = ""
-    detail: str = ""
-
-
 class SeenStore:
     """An open store. Each call is one short transaction on the event loop's thread: a
     write costs well under a millisecond in WAL mode, cheaper than handing it to a thread."""
 
-    def __init__(self, path: Path, size: int) -> None:
+    def __init__(self, path: Path, size: int, clock: Callable[[], datetime] = system_clock) -> None:
         self.path = path
+        self.clock = clock
         self.size = size
         self._db = open_db(path, _SCHEMA, SCHEMA_VERSION, "the worker's run-id store")
 
@@ -88,7 +69,7 @@ class SeenStore:
         self._write(Seen(run_id, attempt, phase, starts, reason, detail[:2000]))
 
     def _write(self, seen: Seen) -> None:
-        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        now = self.clock().isoformat(timespec="milliseconds")
         try:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")

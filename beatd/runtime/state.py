@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from beatd.core.errors import StateError
+from beatd.core.jobstate import JobState
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -24,18 +24,6 @@ CREATE TABLE IF NOT EXISTS jobs (
     unroutable INTEGER NOT NULL DEFAULT 0   -- returned by the broker: no queue bound
 );
 """
-
-
-@dataclass(frozen=True, slots=True)
-class JobState:
-    name: str
-    fingerprint: str
-    cursor: datetime
-    last_slot: datetime | None = None
-    last_published_at: datetime | None = None
-    published: int = 0
-    missed: int = 0
-    unroutable: int = 0
 
 
 def _text(moment: datetime | None) -> str | None:

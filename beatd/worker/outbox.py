@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from beatd.core.config import BrokerConfig, WorkerConfig
 from beatd.core.errors import BrokerError
 from beatd.core.messages import Properties
+from beatd.core.ports import Broker, Channel, Delivery, Outcome
 from beatd.core.verdicts import (
     ATTEMPT_HEADER,
     DETAIL_HEADER,
@@ -28,7 +29,6 @@ from beatd.core.verdicts import (
     retry_queue_arguments,
     worker_queue_arguments,
 )
-from beatd.runtime.rabbitmq import Channel, Delivery, Link, Outcome
 
 log = logging.getLogger("beatd.worker")
 
@@ -61,7 +61,7 @@ class Outbox:
 
     def __init__(
         self,
-        link: Link,
+        link: Broker,
         config: WorkerConfig,
         *,
         identity: str,

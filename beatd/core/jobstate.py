@@ -1,0 +1,20 @@
+"""A job's progress as the scheduler keeps it: how far its schedule has been handled, the
+newest slot the broker confirmed, its schedule's fingerprint and counters. A record only;
+runtime/state.py stores it in SQLite."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    name: str
+    fingerprint: str
+    cursor: datetime  # every slot at or before this is handled (published or dropped)
+    last_slot: datetime | None = None  # the newest slot the broker confirmed
+    last_published_at: datetime | None = None
+    published: int = 0
+    missed: int = 0  # dropped by the misfire policy, or expired before it could be published
+    unroutable: int = 0  # confirmed but returned: no queue bound for its key

@@ -1,0 +1,384 @@
+"""The scheduler, one step at a time: `await step(now)` publishes what is due at now, and
+`next_wake()` says when to call it again. It is given its broker (a Connector), its state store
+and its clock, so tests drive it over an in-memory broker with a fake clock; daemon.py wraps it
+in a process (signals, the file watcher, the sleep).
+
+A step: take the due jobs off the timetable, plan each (core.plan, pure), publish the runs with
+pipelined confirms, settle each job's state from the outcomes (core.settle, pure), save.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from beatd.core import plan
+from beatd.core.config import Config, Job
+from beatd.core.jobstate import JobState
+from beatd.core.messages import Draft, Outgoing, Run, Trigger, iso_utc
+from beatd.core.ports import Broker, Channel, Clock, Connector, JobStore, Outcome
+from beatd.core.settle import handled, settle
+from beatd.scheduler.codecs import Codecs
+from beatd.scheduler.timetable import Timetable
+
+log = logging.getLogger("beatd.scheduler")
+
+RETRY_FIRST_S, RETRY_MAX_S = 1.0, 30.0
+# Plan and draft a burst this long before its slot (10,000 runs take ~0.3 s to draft), so
+# that at the slot only the sending is left: the last of 1,000 runs leaves ~25 ms sooner.
+PREPARE_AHEAD_S = 0.5
+UNROUTABLE_LOG_EVERY = timedelta(minutes=1)
+
+
+@dataclass
+class Prepared:
+    """A burst drafted before its slot: planned as of `at`, each message waiting only for the
+    time it is sent. At the slot, publishing is all that is left to do."""
+
+    at: datetime
+    plans: list[plan.JobPlan]
+    drafts: list[Draft]
+    expired: set[str]
+
+
+@dataclass
+class Counters:
+    published: int = 0
+    unroutable: int = 0
+    missed: int = 0
+    expired: int = 0
+
+
+class Scheduler:
+    def __init__(
+        self,
+        config: Config,
+        store: JobStore,
+        connect: Connector,
+        *,
+        clock: Clock,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        """on_change: called when the broker's state changes (the daemon updates its status
+        and wakes up: a reconnect means parked jobs can go)."""
+        self.store = store
+        self.connect = connect
+        self.clock = clock
+        self.on_change = on_change
+        self.counters = Counters()
+        self.config = config
+        self.jobs: dict[str, Job] = {}
+        self.states: dict[str, JobState] = store.load()
+        self.timetable = Timetable()
+        self.codecs = Codecs(config.broker)
+        self._retry_s: dict[str, float] = {}
+        self._parked: set[str] = set()  # due while the broker is away
+        self._prepared: Prepared | None = None
+        self._declared_queues: set[str] = set()
+        self._unroutable_logged: dict[tuple[str, str], datetime] = {}
+        self.link = self._new_link(config)
+        self._link_task: asyncio.Task[None] | None = None
+        self.adopt(config, clock())
+
+    # The broker link
+
+    def _new_link(self, config: Config) -> Broker:
+        exchanges = sorted(Codecs(config.broker).exchanges(config.jobs))
+        kind = config.broker.exchange_type
+
+        async def setup(channel: Channel) -> None:
+            for name in exchanges:
+                await channel.declare_exchange(name, kind)
+            self._declared_queues.clear()
+
+        return self.connect(
+            config.broker, name="scheduler", setup=setup, on_state=lambda _s: self.on_change()
+        )
+
+    def start(self) -> None:
+        """Start keeping the broker link up (in the background)."""
+        self._link_task = asyncio.create_task(self.link.run())
+
+    async def close(self) -> None:
+        await self._stop_link()
+        self.store.close()
+
+    async def _stop_link(self) -> None:
+        await self.link.close()
+        if self._link_task is not None:
+            await self._link_task
+            self._link_task = None
+
+    # Steps
+
+    def next_wake(self) -> datetime | None:
+        """When to step next: the drafted burst's slot; else time to draft the next burst;
+        else, while the broker is away, the next slot itself."""
+        if self._prepared is not None:
+            return self._prepared.at
+        top = self.timetable.peek()
+        if top is None:
+            return None
+        if self.link.channel_now() is None:
+            return top[0]
+        return top[0] - timedelta(seconds=PREPARE_AHEAD_S)
+
+    def prepare(self, now: datetime) -> None:
+        """Draft the next burst if its slot is less than PREPARE_AHEAD_S after now."""
+        top = self.timetable.peek()
+        if self._prepared is not None or top is None or self.link.channel_now() is None:
+            return
+        at = top[0]
+        if (at - now).total_seconds() > PREPARE_AHEAD_S:
+            return
+        names = self.timetable.pop_due(at)
+        plans: list[plan.JobPlan] = []
+        expired: set[str] = set()
+        drafts = list(self._drafts(names, at, plans, expired))
+        self._prepared = Prepared(at, plans, drafts, expired)
+
+    async def step(self, now: datetime) -> None:
+        """Publish everything due at now (a drafted burst whose slot came, jobs due since,
+        jobs parked while the broker was away) and record what the broker confirmed."""
+        prepared = self._prepared
+        if prepared is not None and prepared.at <= now:
+            self._prepared = None
+        else:
+            prepared = None
+        due = self.timetable.pop_due(now)
+        drafted = [p.job.name for p in prepared.plans] if prepared else []
+        channel = self.link.channel_now()
+        if channel is None:
+            # The broker is away: park the due jobs until it is back, and plan them then, so
+            # whatever went past its grace meanwhile is handled by the misfire policy.
+            self._parked.update(due + drafted)
+            return
+        due += [name for name in self._parked if name in self.jobs and name not in due]
+        self._parked.clear()
+        if not due and prepared is None:
+            return
+        await self._declare_queues(channel, due + drafted)
+        plans = prepared.plans if prepared else []
+        expired = prepared.expired if prepared else set()
+        clock = self.clock
+
+        def messages() -> Iterator[Outgoing]:
+            # Each message is stamped with its real send time as it goes.
+            if prepared is not None:
+                for draft in prepared.drafts:
+                    yield draft(clock())
+            # Jobs due without a draft (a slot that came due while busy, or after an outage):
+            # planning interleaves with sending, so the first run goes out at once.
+            for draft in self._drafts(due, now, plans, expired):
+                yield draft(clock())
+
+        results = iter(await channel.publish(messages()))
+        outcomes = [None if run.id in expired else next(results) for p in plans for run in p.runs]
+        self._record(plans, outcomes, now)
+
+    def _drafts(
+        self, names: list[str], now: datetime, plans: list[plan.JobPlan], expired: set[str]
+    ) -> Iterator[Draft]:
+        """Plan each job as of now and yield a draft of each run to send; the plans go into
+        plans, and runs whose `expires` passed before they could be sent into expired."""
+        codecs = self.codecs
+        for name in names:
+            job_plan = self._plan(self.jobs[name], now)
+            plans.append(job_plan)
+            for run in job_plan.runs:
+                if run.expires_at is not None and run.expires_at <= now:
+                    expired.add(run.id)
+                    self._log_expired(run)
+                else:
+                    yield codecs[run.job].draft(run)
+
+    def _plan(self, job: Job, now: datetime) -> plan.JobPlan:
+        state = plan.current_state(job, self.states.get(job.name), now)
+        job_plan = plan.plan_job(job, state, now)
+        if job_plan.dropped is not None:  # the catch-up runs, if any, are logged below
+            log.info(
+                "job %r: dropped %d missed slot(s) up to %s (misfire: %s)",
+                job.name,
+                job_plan.dropped.count,
+                iso_utc(job_plan.dropped.last),
+                job.misfire.value,
+            )
+        for run in job_plan.runs:
+            if run.trigger is Trigger.CATCHUP:
+                log.info("job %r: catching up missed slot %s", job.name, iso_utc(run.slot))
+        return job_plan
+
+    def _log_expired(self, run: Run) -> None:
+        log.warning(
+            "job %r: run %s expired at %s before it could be published; dropped",
+            run.job.name,
+            run.id,
+            iso_utc(run.expires_at or run.slot),
+        )
+
+    async def _declare_queues(self, channel: Channel, due: Sequence[str]) -> None:
+        """Some formats name a queue that must exist before publishing (Celery's producer
+        makes sure the same way); declare each once per channel."""
+        for name in due:
+            job = self.jobs[name]
+            queue = self.codecs[job].queue(job)
+            if queue and queue not in self._declared_queues:
+                await ensure_queue(self.link, channel, queue)
+                self._declared_queues.add(queue)
+
+    def _record(
+        self, plans: list[plan.JobPlan], outcomes: list[Outcome | None], now: datetime
+    ) -> None:
+        """Settle each job's state from its runs' outcomes and save; a job with runs lost or
+        nacked is retried with backoff, the others wait for their next slot."""
+        changed: list[JobState] = []
+        unroutable: list[Run] = []
+        position = 0
+        counters = self.counters
+        for job_plan in plans:
+            job, count = job_plan.job, len(job_plan.runs)
+            results = outcomes[position : position + count]
+            position += count
+            new = settle(job_plan, results, now)
+            before = job_plan.before
+            counters.published += new.published - before.published
+            counters.missed += new.missed - before.missed
+            if count == 1 and results[0] is Outcome.CONFIRMED:  # the burst's common case
+                changed.append(new)
+                self.states[job.name] = new
+                self._retry_s.pop(job.name, None)
+                self._schedule_next(job)
+                continue
+            done = handled(results)
+            counters.unroutable += new.unroutable - before.unroutable
+            counters.expired += sum(1 for r in results[:done] if r is None)
+            unroutable += [
+                run
+                for run, r in zip(job_plan.runs, results[:done], strict=False)
+                if r is Outcome.UNROUTABLE
+            ]
+            if new != self.states.get(job.name):
+                changed.append(new)
+                self.states[job.name] = new
+            if done < count:
+                self._retry(job, count - done, now)
+            else:
+                self._retry_s.pop(job.name, None)
+                self._schedule_next(job)
+        self.store.save(changed)
+        if unroutable:
+            self._log_unroutable(unroutable, now)
+
+    def _retry(self, job: Job, runs: int, now: datetime) -> None:
+        delay = self._retry_s.get(job.name, RETRY_FIRST_S)
+        self._retry_s[job.name] = min(delay * 2, RETRY_MAX_S)
+        log.warning(
+            "job %r: the broker did not confirm %d run(s); retrying in %.0fs",
+            job.name,
+            runs,
+            delay,
+        )
+        self.timetable.schedule(job.name, now + timedelta(seconds=delay))
+
+    def _log_unroutable(self, runs: list[Run], now: datetime) -> None:
+        """One line per exchange and key, once a minute at most: a burst of 10,000 runs with
+        no queue bound must not write 10,000 lines."""
+        targets: dict[tuple[str, str], list[Run]] = {}
+        for run in runs:
+            exchange = run.job.exchange or self.config.broker.exchange
+            targets.setdefault((exchange, run.job.routing_key or run.job.task), []).append(run)
+        for (exchange, key), group in targets.items():
+            last = self._unroutable_logged.get((exchange, key))
+            if last is not None and abs(now - last) <= UNROUTABLE_LOG_EVERY:
+                continue
+            self._unroutable_logged[(exchange, key)] = now
+            names = sorted({run.job.name for run in group})
+            shown = ", ".join(repr(name) for name in names[:3])
+            if len(names) > 3:
+                shown += f" and {len(names) - 3} more"
+            log.warning(
+                "%d run(s) of job %s unroutable: no queue is bound to exchange %r for key %r "
+                "(counted in the state file; logged once a minute)",
+                len(group),
+                shown,
+                exchange,
+                key,
+            )
+
+    # The schedule
+
+    def adopt(self, config: Config, now: datetime) -> None:
+        """Take a validated config: new and changed jobs start from now, removed jobs go, and
+        every job is rescheduled from its state."""
+        self.config = config
+        self.codecs = Codecs(config.broker)
+        self.jobs = {job.name: job for job in config.jobs}
+        # Each job of the old file got a state row when it was adopted: this finds them all.
+        removed = [name for name in self.states if name not in self.jobs]
+        if removed:
+            self.store.forget(removed)
+            for name in removed:
+                self.states.pop(name, None)
+        fresh = []
+        for job in config.jobs:
+            state = self.states.get(job.name)
+            if state is None or state.fingerprint != job.fingerprint:
+                # Recorded at once: if beatd dies before this job's first slot, the time in
+                # between must still count as "scheduled", not as "before the job existed".
+                self.states[job.name] = plan.fresh_state(job, now, state)
+                fresh.append(self.states[job.name])
+        self.store.save(fresh)
+        self._prepared = None  # drafted from the old file; its jobs are rescheduled below
+        self.timetable.clear()
+        for job in config.jobs:
+            self._schedule_next(job)
+
+    async def reload(self, config: Config, now: datetime) -> None:
+        """Adopt a new validated config, reconnecting if its broker settings changed."""
+        broker_changed = config.broker != self.config.broker or Codecs(config.broker).exchanges(
+            config.jobs
+        ) != self.codecs.exchanges(self.config.jobs)
+        self.adopt(config, now)
+        if broker_changed:
+            log.info("broker settings changed: reconnecting")
+            await self._stop_link()
+            self.link = self._new_link(config)
+            self.start()
+
+    def _schedule_next(self, job: Job) -> None:
+        if not job.enabled:
+            return
+        state = self.states.get(job.name)
+        cursor = state.cursor if state is not None else self.clock()
+        at = job.schedule.next_after(cursor)
+        if at is not None:
+            self.timetable.schedule(job.name, at)
+
+    def status(self) -> str:
+        parts = [f"{len(self.jobs)} jobs", f"broker {self.link.state}"]
+        top = self.timetable.peek()
+        if top is not None:
+            parts.append(f"next {top[1]} at {iso_utc(top[0])}")
+        parts.append(f"published {self.counters.published}")
+        return "; ".join(parts)
+
+    def summary(self) -> str:
+        c = self.counters
+        return (
+            f"published {c.published}, unroutable {c.unroutable}, "
+            f"missed {c.missed}, expired before publish {c.expired}"
+        )
+
+
+async def ensure_queue(link: Broker, channel: Channel, queue: str) -> None:
+    """Make sure a Celery queue exists before publishing to it, as Celery's producer does: use
+    it as the workers declared it (quorum, x-max-priority, ...: a declare with other arguments
+    would fail with 406), or create it as Celery would, with its same-named direct exchange."""
+    if await link.queue_exists(queue):
+        return
+    await channel.declare_exchange(queue, "direct")
+    await channel.declare_queue(queue, durable=True)
+    await channel.bind_queue(queue, queue, queue)

@@ -1,0 +1,41 @@
+"""Each enabled job's next due time, in a heap: a pass touches only the due jobs, never all."""
+
+from __future__ import annotations
+
+import heapq
+from datetime import datetime
+
+
+class Timetable:
+    def __init__(self) -> None:
+        self._due: dict[str, datetime] = {}  # each scheduled job's next due time
+        self._heap: list[tuple[datetime, str]] = []  # may hold stale entries; _due decides
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._due
+
+    def clear(self) -> None:
+        self._due, self._heap = {}, []
+
+    def schedule(self, name: str, at: datetime) -> None:
+        self._due[name] = at
+        heapq.heappush(self._heap, (at, name))
+
+    def peek(self) -> tuple[datetime, str] | None:
+        """The earliest live entry (stale ones, of removed or rescheduled jobs, go)."""
+        heap, due = self._heap, self._due
+        while heap and due.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0] if heap else None
+
+    def pop_due(self, now: datetime) -> list[str]:
+        """Take out every job due at or before now, earliest first."""
+        names = []
+        while (top := self.peek()) is not None and top[0] <= now:
+            heapq.heappop(self._heap)
+            del self._due[top[1]]
+            names.append(top[1])
+        return names
