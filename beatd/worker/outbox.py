@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
@@ -164,8 +163,8 @@ class Outbox:
                 )  # fmt: skip
                 return True  # publishing it again would not route it either
             if self.stopping():
-                deadline = deadline or time.monotonic() + SETTLE_AT_STOP_S
-                if time.monotonic() > deadline:
+                deadline = deadline or self.clock() + timedelta(seconds=SETTLE_AT_STOP_S)
+                if self.clock() > deadline:
                     log.error(
                         "%s for %s: no broker to confirm it; the message goes back to the "
                         "queue and is settled when it returns",

@@ -1,0 +1,424 @@
+"""An in-memory RabbitMQ for driving the daemons step by step, and an in-memory job store.
+
+It models what the daemons rely on: exchanges (direct, topic, fanout, and the default exchange
+''), durable queues with dead-letter arguments, bindings, mandatory returns (UNROUTABLE),
+publisher confirms with scripted nacks and connection losses, a channel closed by a 404 or a
+406, consumers with prefetch, ack/reject/requeue with redelivery when a channel goes away, and
+the broker going down and coming back. Everything happens on the test's event loop, at once:
+a link reconnects as soon as the broker is up, a publish settles before `publish` returns.
+
+The pika adapter (runtime.rabbitmq) is proven separately against the real RabbitMQ; this fake
+implements core.ports with the same observable behaviour, so no test here needs a broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from beatd.core.config import BrokerConfig
+from beatd.core.errors import BrokerError
+from beatd.core.jobstate import JobState
+from beatd.core.messages import Outgoing, Properties
+from beatd.core.ports import Delivery, Outcome, Setup
+
+NACK, LOSE = "nack", "lose"
+
+
+@dataclass
+class Message:
+    exchange: str
+    routing_key: str
+    body: bytes
+    properties: Properties
+    redelivered: bool = False
+
+
+@dataclass
+class Queue:
+    name: str
+    arguments: Mapping[str, Any]
+    ready: deque[Message] = field(default_factory=deque)
+
+    def dead_letter(self, broker: FakeBroker, message: Message) -> None:
+        exchange = self.arguments.get("x-dead-letter-exchange")
+        if exchange is None:
+            return
+        key = self.arguments.get("x-dead-letter-routing-key", message.routing_key)
+        broker.enqueue(replace(message, redelivered=False), str(exchange), str(key))
+
+
+class FakeBroker:
+    def __init__(self) -> None:
+        self.up = True
+        self.exchanges: dict[str, str] = {"": "direct", "amq.topic": "topic"}
+        self.queues: dict[str, Queue] = {}
+        self.bindings: set[tuple[str, str, str]] = set()  # (exchange, queue, key)
+        self.links: list[FakeLink] = []
+        self.faults: deque[str] = deque()  # consumed one per published message: NACK or LOSE
+        self.accepted: list[Message] = []  # every message the broker confirmed, in order
+        self._changed = asyncio.Event()
+
+    # The test's controls
+
+    def connect(
+        self,
+        config: BrokerConfig,
+        *,
+        name: str,
+        setup: Setup | None = None,
+        on_state: Callable[[str], None] | None = None,
+    ) -> FakeLink:
+        """A core.ports.Connector."""
+        link = FakeLink(self, name, setup, on_state or (lambda _state: None))
+        self.links.append(link)
+        return link
+
+    def stop(self) -> None:
+        """The broker goes away: every connection drops and none is accepted until start()."""
+        self.up = False
+        self.drop_connections()
+
+    def start(self) -> None:
+        self.up = True
+        self._notify()
+
+    def drop_connections(self) -> None:
+        """Every connection drops (links reconnect at once if the broker is up)."""
+        for link in self.links:
+            link.drop("connection reset")
+        self._notify()
+
+    def _notify(self) -> None:
+        for link in self.links:
+            link.changed.set()
+
+    # Routing
+
+    def route(self, exchange: str, key: str) -> list[str]:
+        if exchange == "":
+            return [key] if key in self.queues else []
+        kind = self.exchanges[exchange]
+        return sorted(
+            {
+                queue
+                for (x, queue, pattern) in self.bindings
+                if x == exchange and _matches(kind, pattern, key)
+            }
+        )
+
+    def enqueue(self, message: Message, exchange: str, key: str) -> bool:
+        """Put a message into every queue it routes to; False if it routes nowhere."""
+        if exchange not in self.exchanges:
+            return False
+        targets = self.route(exchange, key)
+        for name in targets:
+            self.queues[name].ready.append(replace(message, exchange=exchange, routing_key=key))
+        for link in self.links:
+            link.deliver()
+        return bool(targets)
+
+    def messages(self, queue: str) -> list[Message]:
+        return list(self.queues[queue].ready)
+
+    def take(self, queue: str) -> list[Message]:
+        """Remove and return what waits in a queue (what a consumer of the test would get)."""
+        ready = self.queues[queue].ready
+        taken = list(ready)
+        ready.clear()
+        return taken
+
+
+def _matches(kind: str, pattern: str, key: str) -> bool:
+    if kind == "fanout":
+        return True
+    if kind == "direct":
+        return pattern == key
+    return _topic(tuple(pattern.split(".")), tuple(key.split(".")))
+
+
+def _topic(pattern: tuple[str, ...], words: tuple[str, ...]) -> bool:
+    """AMQP topic matching: `*` is exactly one word, `#` zero or more."""
+    if not pattern:
+        return not words
+    head, rest = pattern[0], pattern[1:]
+    if head == "#":
+        return any(_topic(rest, words[i:]) for i in range(len(words) + 1))
+    return bool(words) and head in ("*", words[0]) and _topic(rest, words[1:])
+
+
+class FakeLink:
+    """A core.ports.Broker over the FakeBroker."""
+
+    def __init__(
+        self,
+        broker: FakeBroker,
+        name: str,
+        setup: Setup | None,
+        on_state: Callable[[str], None],
+    ) -> None:
+        self.broker = broker
+        self.name = name
+        self.setup = setup
+        self.on_state = on_state
+        self.state = "connecting"
+        self.url = "amqp://guest:***@fake/%2F"
+        self.changed = asyncio.Event()
+        self._channel: FakeChannel | None = None
+        self._up = asyncio.Event()
+        self._closed = False
+
+    def channel_now(self) -> FakeChannel | None:
+        channel = self._channel
+        return channel if channel is not None and channel.is_open else None
+
+    async def channel(self, timeout: float | None = None) -> FakeChannel:
+        while (channel := self.channel_now()) is None:
+            try:
+                await asyncio.wait_for(self._up.wait(), timeout)
+            except TimeoutError:
+                raise BrokerError(f"no connection within {timeout}s") from None
+        return channel
+
+    async def queue_exists(self, name: str) -> bool:
+        if self.channel_now() is None:
+            raise BrokerError("not connected")
+        return name in self.broker.queues
+
+    async def run(self) -> None:
+        while not self._closed:
+            self.changed.clear()
+            if self.broker.up and self.channel_now() is None:
+                await self._open()
+            if not self._closed:
+                await self.changed.wait()
+        self._set_state("closed")
+
+    async def _open(self) -> None:
+        channel = FakeChannel(self)
+        try:
+            if self.setup is not None:
+                await self.setup(channel)
+        except BrokerError:
+            self._set_state("error")
+            return
+        if not channel.is_open or not self.broker.up or self._closed:
+            return
+        self._channel = channel
+        self._up.set()
+        self._set_state("up")
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        self.on_state(state)
+
+    def drop(self, reason: str) -> None:
+        channel, self._channel = self._channel, None
+        self._up.clear()
+        if channel is not None:
+            channel.close_now(reason)
+            if not self._closed:
+                self._set_state("down")
+
+    def deliver(self) -> None:
+        if self._channel is not None:
+            self._channel.deliver()
+
+    async def close(self) -> None:
+        self._closed = True
+        self.drop("closed")
+        self.changed.set()
+
+
+class FakeChannel:
+    """A core.ports.Channel."""
+
+    _tags = itertools.count(1)
+
+    def __init__(self, link: FakeLink) -> None:
+        self.link = link
+        self.broker = link.broker
+        self.open = True
+        self.closed_because = ""
+        self._consumers: dict[str, tuple[str, Callable[[Delivery], None], int]] = {}
+        self._unacked: dict[int, tuple[str, Message]] = {}
+
+    @property
+    def is_open(self) -> bool:
+        return self.open
+
+    def _check(self) -> None:
+        if not self.open:
+            raise BrokerError(f"the channel is closed ({self.closed_because})")
+
+    def _fail(self, reason: str) -> BrokerError:
+        """The broker closes the channel, as it does on a 404 or 406."""
+        self.close_now(reason)
+        self.link.drop(reason)
+        self.broker._notify()
+        return BrokerError(reason)
+
+    async def declare_exchange(
+        self, name: str, kind: str = "topic", *, passive: bool = False, durable: bool = True
+    ) -> None:
+        self._check()
+        existing = self.broker.exchanges.get(name)
+        if name.startswith("amq.") and existing is None:
+            raise self._fail(
+                f"403 ACCESS_REFUSED - exchange name '{name}' contains reserved prefix"
+            )
+        if existing is not None and existing != kind and not passive:
+            raise self._fail(f"406 PRECONDITION_FAILED - inequivalent arg 'type' for '{name}'")
+        if existing is None and passive:
+            raise self._fail(f"404 NOT_FOUND - no exchange '{name}'")
+        self.broker.exchanges.setdefault(name, kind)
+
+    async def declare_queue(
+        self,
+        name: str,
+        *,
+        passive: bool = False,
+        durable: bool = True,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> int:
+        self._check()
+        existing = self.broker.queues.get(name)
+        if existing is None:
+            if passive:
+                raise self._fail(f"404 NOT_FOUND - no queue '{name}'")
+            existing = self.broker.queues[name] = Queue(name, dict(arguments or {}))
+        elif not passive and dict(arguments or {}) != dict(existing.arguments):
+            raise self._fail(f"406 PRECONDITION_FAILED - inequivalent args for queue '{name}'")
+        return len(existing.ready)
+
+    async def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
+        self._check()
+        if exchange not in self.broker.exchanges or queue not in self.broker.queues:
+            raise self._fail(f"404 NOT_FOUND - no exchange '{exchange}' or queue '{queue}'")
+        self.broker.bindings.add((exchange, queue, routing_key))
+
+    async def publish(self, messages: Iterable[Outgoing]) -> list[Outcome]:
+        outcomes = [
+            self._publish_one(m.exchange, m.routing_key, m.body, m.properties, True)
+            for m in messages
+        ]
+        await asyncio.sleep(0)
+        return outcomes
+
+    async def send(
+        self, exchange: str, routing_key: str, body: bytes, properties: Properties
+    ) -> Outcome:
+        outcome = self._publish_one(exchange, routing_key, body, properties, True)
+        await asyncio.sleep(0)
+        return outcome
+
+    def send_nowait(
+        self, exchange: str, routing_key: str, body: bytes, properties: Properties
+    ) -> None:
+        self._publish_one(exchange, routing_key, body, properties, False)
+
+    def _publish_one(
+        self, exchange: str, key: str, body: bytes, properties: Properties, mandatory: bool
+    ) -> Outcome:
+        if not self.open:
+            return Outcome.LOST
+        fault = self.broker.faults.popleft() if self.broker.faults else None
+        if fault == NACK:
+            return Outcome.NACKED
+        if fault == LOSE:
+            self.link.drop("connection lost mid-publish")
+            self.broker._notify()
+            return Outcome.LOST
+        if exchange not in self.broker.exchanges:
+            self._fail(f"404 NOT_FOUND - no exchange '{exchange}'")
+            return Outcome.LOST
+        message = Message(exchange, key, body, properties)
+        routed = self.broker.enqueue(message, exchange, key)
+        self.broker.accepted.append(message)
+        return Outcome.CONFIRMED if routed or not mandatory else Outcome.UNROUTABLE
+
+    # Consuming
+
+    async def consume(
+        self, queue: str, on_message: Callable[[Delivery], None], *, prefetch: int
+    ) -> str:
+        self._check()
+        if queue not in self.broker.queues:
+            raise self._fail(f"404 NOT_FOUND - no queue '{queue}'")
+        tag = f"ctag-{next(self._tags)}"
+        self._consumers[tag] = (queue, on_message, prefetch)
+        asyncio.get_running_loop().call_soon(self.deliver)
+        return tag
+
+    async def cancel(self, consumer_tag: str) -> None:
+        self._consumers.pop(consumer_tag, None)
+
+    def deliver(self) -> None:
+        """Hand waiting messages to this channel's consumers, within their prefetch."""
+        for tag, (queue, on_message, prefetch) in list(self._consumers.items()):
+            ready = self.broker.queues[queue].ready
+            while self.open and tag in self._consumers and ready:
+                if sum(1 for q, _ in self._unacked.values() if q == queue) >= prefetch:
+                    break
+                message = ready.popleft()
+                delivery_tag = next(self._tags)
+                self._unacked[delivery_tag] = (queue, message)
+                on_message(
+                    Delivery(
+                        self,  # type: ignore[arg-type]
+                        delivery_tag,
+                        message.redelivered,
+                        message.exchange,
+                        message.routing_key,
+                        message.properties,
+                        message.body,
+                    )
+                )
+
+    def settle(self, delivery_tag: int, *, ack: bool, requeue: bool = False) -> bool:
+        if not self.open or delivery_tag not in self._unacked:
+            return False
+        queue_name, message = self._unacked.pop(delivery_tag)
+        queue = self.broker.queues[queue_name]
+        if not ack and requeue:
+            queue.ready.appendleft(replace(message, redelivered=True))
+        elif not ack:
+            queue.dead_letter(self.broker, message)
+        asyncio.get_running_loop().call_soon(self.deliver)
+        return True
+
+    def close_now(self, reason: str) -> None:
+        """The channel goes away: unacked deliveries go back to their queues, redelivered."""
+        if not self.open:
+            return
+        self.open = False
+        self.closed_because = reason
+        self._consumers.clear()
+        for queue_name, message in reversed(list(self._unacked.values())):
+            self.broker.queues[queue_name].ready.appendleft(replace(message, redelivered=True))
+        self._unacked.clear()
+
+
+class MemoryStore:
+    """A core.ports.JobStore in a dict: survives a 'crash' of the Scheduler that used it."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, JobState] = {}
+
+    def load(self) -> dict[str, JobState]:
+        return dict(self.rows)
+
+    def save(self, states: Iterable[JobState]) -> None:
+        for state in states:
+            self.rows[state.name] = state
+
+    def forget(self, names: Iterable[str]) -> None:
+        for name in names:
+            self.rows.pop(name, None)
+
+    def close(self) -> None:
+        pass
