@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from beatd.core.ports import Outcome
+from beatd.scheduler.daemon import SchedulerDaemon
 from tests.clock import utc
 from tests.fakebroker import LOSE, NACK
 from tests.steps import Beat, driven, quiet, schedule
 
 T0 = utc(2026, 11, 21, 5, 30)
 EVERY_MINUTE = "  tick:\n    every: 1m\n    task: t.tick\n"
+EVERY_SECOND = "  tick:\n    every: 1s\n    task: t.tick\n"
 
 
 def bound(beat: Beat, key: str = "#") -> str:
@@ -155,3 +158,24 @@ async def test_the_in_memory_broker_reports_each_outcome_like_rabbitmq() -> None
     assert await channel.send("beatd", "u.x", b"{}", props) is Outcome.UNROUTABLE
     assert await channel.send("nowhere", "t.x", b"{}", props) is Outcome.LOST
     assert not channel.is_open, "a 404 closes the channel (the link opens another)"
+
+
+@driven
+async def test_a_broken_edit_saved_inside_the_drafting_window_keeps_the_drafted_burst(
+    tmp_path: Path,
+) -> None:
+    # Issue 9, item 1: the burst was drafted (its jobs taken off the timetable), the reload
+    # failed, and nothing put the jobs back: `every: 1s` was never published again.
+    path = tmp_path / "beatd.yaml"
+    path.write_text("broker:\n  exchange: beatd\njobs:\n" + EVERY_SECOND)
+    beat = Beat(schedule(EVERY_SECOND), T0 - timedelta(seconds=0.3))
+    bound(beat)
+    scheduler = await beat.start()
+    scheduler.prepare(beat.clock())  # 0.3 s before 05:30:00: drafted
+    daemon = SchedulerDaemon(
+        str(path), {}, connect=beat.broker.connect, clock=beat.clock, watch_file=False
+    )
+    path.write_text("jobs:\n  tick: [every: 1s\n")
+    await daemon.reload(scheduler)
+    await beat.run_until(T0 + timedelta(seconds=2))
+    assert beat.published() == [f"tick@20261121T05300{s}Z" for s in range(3)]

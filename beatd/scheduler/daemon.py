@@ -102,7 +102,7 @@ class SchedulerDaemon:
         life = self.lifecycle
         while not life.stops:
             if life.take_reload():
-                await self._reload(scheduler)
+                await self.reload(scheduler)
             await self._step(scheduler)
             self.notifier.send(STATUS=scheduler.status())
             if life.stops:
@@ -133,9 +133,9 @@ class SchedulerDaemon:
             stopping.cancel()
         task.result()
 
-    async def _reload(self, scheduler: Scheduler) -> None:
+    async def reload(self, scheduler: Scheduler) -> None:
+        """Read the file again and adopt it, or keep the running schedule and say why."""
         self.notifier.reloading()
-        scheduler._prepared = None
         try:
             config = load_schedule(self.path, self.env)
         except ConfigError as exc:
