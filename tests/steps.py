@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any, ParamSpec
@@ -39,6 +40,7 @@ class Beat:
         self.broker = broker or FakeBroker()
         self.store = MemoryStore()
         self.scheduler: Scheduler | None = None
+        self.step_counts: Counter[str] = Counter()  # runs per job in the busiest step
         self.broker.exchanges.setdefault("beatd", "topic")
 
     async def start(self) -> Scheduler:
@@ -58,7 +60,13 @@ class Beat:
         assert self.scheduler is not None
         if now is not None:
             self.clock.now = now
+        before = len(self.broker.accepted)
         await self.scheduler.step(self.clock())
+        this_step = Counter(
+            str(m.properties.headers.get("beatd-job")) for m in self.broker.accepted[before:]
+        )
+        for job, count in this_step.items():
+            self.step_counts[job] = max(self.step_counts[job], count)
         await quiet()
         self.scheduler.prepare(self.clock())
 

@@ -182,3 +182,14 @@ def test_a_one_off_job_missed_while_down_runs_once_under_once() -> None:
 
 def test_misfire_enum_matches_the_file_values() -> None:
     assert {m.value for m in Misfire} == {"once", "skip", "all"}
+
+
+def test_the_on_time_path_is_bounded_too_the_older_on_time_slots_count_as_missed() -> None:
+    # Issue 9, item 3: `every: 1s` with `grace: 1d` after 20 hours down planned 72,000 runs.
+    j = job("every: 1s", misfire="skip", grace="1d")
+    now = T0 + timedelta(hours=20)
+    p = plan.plan_job(j, state_at(j, T0), now)
+    assert len(p.runs) == plan.ON_TIME_LIMIT
+    assert slots(p)[-1] == now and slots(p)[0] == now - timedelta(seconds=999)
+    assert p.dropped is not None and p.dropped.count == 72_000 - plan.ON_TIME_LIMIT
+    assert p.state.cursor == now

@@ -179,3 +179,18 @@ async def test_a_broken_edit_saved_inside_the_drafting_window_keeps_the_drafted_
     await daemon.reload(scheduler)
     await beat.run_until(T0 + timedelta(seconds=2))
     assert beat.published() == [f"tick@20261121T05300{s}Z" for s in range(3)]
+
+
+@driven
+async def test_a_wall_clock_stepped_back_resets_the_cursors_instead_of_stalling(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Issue 9, item 13: stepping the clock back 1 h stalled every job for that hour.
+    beat = Beat(schedule(EVERY_MINUTE), T0 - timedelta(seconds=1))
+    bound(beat)
+    await beat.start()
+    await beat.run_until(T0 + timedelta(minutes=2, seconds=1))
+    beat.clock.now -= timedelta(hours=1)
+    await beat.run_until(beat.clock() + timedelta(minutes=2))
+    assert beat.published()[-2:] == ["tick@20261121T043300Z", "tick@20261121T043400Z"]
+    assert "the wall clock is 3599s behind where 1 job(s) got to" in caplog.text

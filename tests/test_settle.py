@@ -86,3 +86,10 @@ def test_every_mix_keeps_the_cursor_at_the_last_settled_run_and_never_ahead(
     assert after.unroutable == sum(o is U for o in settled)
     assert after.missed == p.before.missed + (done - published)
     assert after.fingerprint == p.before.fingerprint
+
+
+def test_the_last_slot_is_the_newest_published_not_the_newest_expired() -> None:
+    # Issue 9, item 4: `beatd list` showed as LAST a slot that expired before publishing.
+    p = three_runs()
+    assert settle(p, [C, None, None], NOW).last_slot == T0 + timedelta(minutes=1)
+    assert settle(p, [None, None, None], NOW).last_slot == p.before.last_slot

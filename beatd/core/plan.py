@@ -17,6 +17,7 @@ from beatd.core.messages import Run, Trigger
 from beatd.core.schedules import Interval, latest_between, slots_between
 
 CATCHUP_LIMIT = 1000  # `misfire: all` publishes at most this many missed slots per pass
+ON_TIME_LIMIT = 1000  # and at most this many on-time ones (a grace of many slots)
 COUNT_LIMIT = 10_000
 
 
@@ -59,7 +60,11 @@ def current_state(job: Job, state: JobState | None, now: datetime) -> JobState:
 
 
 def plan_job(job: Job, state: JobState, now: datetime) -> JobPlan:
-    """Decide what to publish for one job whose state is current (see current_state)."""
+    """Decide what to publish for one job whose state is current (see current_state).
+
+    Bounded: a `grace: 1d` job of `every: 1s` back after 20 hours has 72,000 on-time slots;
+    the newest ON_TIME_LIMIT go, the older ones count as missed (and follow the policy).
+    """
     cursor = state.cursor
     late_limit = now - job.grace
     schedule = job.schedule
@@ -69,27 +74,32 @@ def plan_job(job: Job, state: JobState, now: datetime) -> JobPlan:
     if first >= late_limit:  # the usual case, kept cheap for bursts: nothing was missed
         due = [Run(job, first)]
         slot = schedule.next_after(first)
-        while slot is not None and slot <= now:
+        while slot is not None and slot <= now and len(due) <= ON_TIME_LIMIT:
             due.append(Run(job, slot))
             slot = schedule.next_after(slot)
-        return JobPlan(job, state, tuple(due), _moved(state, due[-1].slot, due[-1].slot, 0))
+        if len(due) <= ON_TIME_LIMIT:
+            return JobPlan(job, state, tuple(due), _moved(state, due[-1].slot, due[-1].slot, 0))
     # On-time slots (at most grace late); usually one, several only after a stall < grace.
     on_time_from = max(cursor, _just_before(late_limit))
-    on_time = [Run(job, slot) for slot in slots_between(job.schedule, on_time_from, now)]
-    newest_missed = latest_between(job.schedule, cursor, _just_before(late_limit))
+    on_time, too_many = _newest(job, on_time_from, now, ON_TIME_LIMIT)
+    newest_missed = latest_between(schedule, cursor, _just_before(late_limit))
+    if too_many is not None:  # on-time slots beyond the limit count as missed ones
+        newest_missed = too_many
     catchup: list[Run] = []
     dropped = None
     if newest_missed is not None:
         if job.misfire is Misfire.ALL:
-            catchup, dropped = _all_missed(job, cursor, newest_missed)
+            slots, older = _newest(job, cursor, newest_missed, CATCHUP_LIMIT)
+            catchup = [Run(job, slot, Trigger.CATCHUP) for slot in slots]
+            dropped = None if older is None else Dropped(_count(job, cursor, older), older)
         elif job.misfire is Misfire.ONCE and not on_time:
             catchup = [Run(job, newest_missed, Trigger.CATCHUP)]
-            older = latest_between(job.schedule, cursor, _just_before(newest_missed))
+            older = latest_between(schedule, cursor, _just_before(newest_missed))
             if older is not None:
                 dropped = Dropped(_count(job, cursor, older), older)
         else:
             dropped = Dropped(_count(job, cursor, newest_missed), newest_missed)
-    runs = tuple(catchup + on_time)
+    runs = tuple(catchup + [Run(job, slot) for slot in on_time])
     newest = runs[-1].slot if runs else newest_missed
     assert newest is not None
     last_slot = runs[-1].slot if runs else state.last_slot
@@ -116,20 +126,18 @@ def _just_before(moment: datetime) -> datetime:
     return moment - _MICROSECOND
 
 
-def _all_missed(job: Job, cursor: datetime, newest: datetime) -> tuple[list[Run], Dropped | None]:
-    """The newest CATCHUP_LIMIT missed slots, oldest first; the older rest are only counted."""
-    slots = [newest]
-    while len(slots) < CATCHUP_LIMIT:
-        previous = latest_between(job.schedule, cursor, _just_before(slots[-1]))
-        if previous is None:
-            break
-        slots.append(previous)
+def _newest(
+    job: Job, after: datetime, until: datetime, limit: int
+) -> tuple[list[datetime], datetime | None]:
+    """The newest `limit` slots in (after, until], oldest first, found newest first without
+    walking the older ones; and the newest slot older than those, if any (to be dropped)."""
+    slots: list[datetime] = []
+    newest = latest_between(job.schedule, after, until)
+    while newest is not None and len(slots) < limit:
+        slots.append(newest)
+        newest = latest_between(job.schedule, after, _just_before(newest))
     slots.reverse()
-    runs = [Run(job, slot, Trigger.CATCHUP) for slot in slots]
-    older = latest_between(job.schedule, cursor, _just_before(slots[0]))
-    if older is None:
-        return runs, None
-    return runs, Dropped(_count(job, cursor, older), older)
+    return slots, newest
 
 
 def _count(job: Job, cursor: datetime, last: datetime) -> int:

@@ -47,11 +47,17 @@ def settle(plan: JobPlan, outcomes: Sequence[Outcome | None], now: datetime) -> 
     settled = outcomes[:done]
     published = sum(1 for outcome in settled if outcome is not None)
     unroutable = sum(1 for outcome in settled if outcome is _UNROUTABLE)
+    # The last slot is the newest the broker took, not merely the newest handled: a run that
+    # expired before it could be published is handled (missed) but was never published.
+    last_slot = next(
+        (run.slot for run, o in zip(runs[:done][::-1], settled[::-1], strict=True) if o),
+        plan.before.last_slot,
+    )
     return JobState(
         base.name,
         base.fingerprint,
         base.cursor,
-        base.last_slot,
+        last_slot,
         now if published else base.last_published_at,
         base.published + published,
         base.missed + (done - published),

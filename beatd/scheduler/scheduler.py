@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from beatd.core import plan
@@ -31,6 +31,9 @@ RETRY_FIRST_S, RETRY_MAX_S = 1.0, 30.0
 # that at the slot only the sending is left: the last of 1,000 runs leaves ~25 ms sooner.
 PREPARE_AHEAD_S = 0.5
 UNROUTABLE_LOG_EVERY = timedelta(minutes=1)
+# A wall clock that went back by more than this (a manual step, a VM restored from a snapshot)
+# would stall every job until it caught up with the cursors: reset them to now instead.
+CLOCK_STEP_BACK = timedelta(seconds=1)
 
 
 @dataclass
@@ -143,6 +146,7 @@ class Scheduler:
     async def step(self, now: datetime) -> None:
         """Publish everything due at now (a drafted burst whose slot came, jobs due since,
         jobs parked while the broker was away) and record what the broker confirmed."""
+        self._rewind(now)
         prepared = self._prepared
         if prepared is not None and prepared.at <= now:
             self._prepared = None
@@ -331,10 +335,35 @@ class Scheduler:
                 self.states[job.name] = plan.fresh_state(job, now, state)
                 fresh.append(self.states[job.name])
         self.store.save(fresh)
-        self._prepared = None  # drafted from the old file; its jobs are rescheduled below
+        if not self._rewind(now):
+            self._reschedule()
+
+    def _reschedule(self) -> None:
+        """Every job from its state (a burst drafted before is dropped; its jobs come back)."""
+        self._prepared = None
         self.timetable.clear()
-        for job in config.jobs:
+        for job in self.config.jobs:
             self._schedule_next(job)
+
+    def _rewind(self, now: datetime) -> bool:
+        """If the wall clock went back behind jobs' cursors, move those cursors back to now
+        and reschedule: the replayed slots go out again under the same ids (the worker drops
+        the second copy), rather than every job stalling for as long as the clock went back."""
+        ahead = [s for s in self.states.values() if s.cursor - now > CLOCK_STEP_BACK]
+        if not ahead:
+            return False
+        furthest = max(s.cursor for s in ahead)
+        log.warning(
+            "the wall clock is %.0fs behind where %d job(s) got to; scheduling them from now",
+            (furthest - now).total_seconds(),
+            len(ahead),
+        )
+        rewound = [replace(s, cursor=now) for s in ahead]
+        for state in rewound:
+            self.states[state.name] = state
+        self.store.save(rewound)
+        self._reschedule()
+        return True
 
     async def reload(self, config: Config, now: datetime) -> None:
         """Adopt a new validated config, reconnecting if its broker settings changed."""
