@@ -26,7 +26,7 @@ from beatd.core.describe import describe
         ("*/10 8-10 * * *", "every 10 minutes of hours 8-10"),
         ("0 9 * * 1-5", "at 09:00 on Mon-Fri"),
         ("0,30 9-17 * * mon-fri", "every 30 minutes of hours 9-17 on Mon-Fri"),
-        ("0 12 * * 0,6", "at 12:00 on Sun,Sat"),
+        ("0 12 * * 0,6", "at 12:00 on Sat,Sun"),
         ("@weekly", "at 00:00 on Sun"),
         ("0 0 1 * *", "at 00:00 on day 1 of the month"),
         ("@yearly", "at 00:00 on day 1 of the month in Jan"),
