@@ -66,7 +66,7 @@ def _days(expr: CronExpr) -> str:
     if len(expr.days) < 31 and expr.days:
         dom.append("day " + ranges(tuple(sorted(expr.days))))
     dom += [_relative(term) for term in expr.relative_days]
-    dom += [_nearest(day) for day in sorted(expr.nearest_days)]
+    dom += [_nearest(day) for day in sorted(expr.nearest_days, key=lambda d: (d == 0, d))]
     dom_words = " and ".join(dom) + " of the month" if dom else ""
     weekdays = tuple(sorted(expr.weekdays))
     specials = []
@@ -86,7 +86,9 @@ def _days(expr: CronExpr) -> str:
 def _relative(term: tuple[int, int, int]) -> str:
     first, last, step = term
     if first == last:
-        return _day(first)
+        if first >= 0:
+            return _day(first)
+        return "the day before the last day" if first == -1 else f"the day {_day(first)}"
     span = f"{_day(first)} to {_day(last)}"
     return span if step == 1 else f"every {step} days from {span}"
 
@@ -97,7 +99,7 @@ def _day(day: int) -> str:
         return f"day {day}"
     if day == 0:
         return "the last day"
-    return f"{-day} day{'s' if day < -1 else ''} before the last day"
+    return f"{-day} day{'s' if day < -1 else ''} before the last day"  # `L-3`
 
 
 def _nearest(day: int) -> str:
