@@ -76,7 +76,7 @@ class CronExpr:
                     mo = self.months[i]
                 d, h, mi, s = 1, 0, 0, 0
             last = 28 if mo == 2 and not calendar.isleap(y) else _DAYS_IN_MONTH[mo]
-            first_weekday = (calendar.weekday(y, mo, 1) + 1) % 7
+            first_weekday = _first_weekday(y, mo)
             while d <= last and not self.day_matches(d, last, first_weekday):
                 d, h, mi, s = d + 1, 0, 0, 0
             if d > last:
@@ -109,8 +109,9 @@ class CronExpr:
 
     def day_matches(self, d: int, last: int, first_weekday: int) -> bool:
         """Whether day d matches in a month of `last` days starting on first_weekday (0 = Sun)."""
-        by_dom = d in self.month_days[last - 28] or any(
-            f.nearest_weekday(n, last, first_weekday) == d for n in self.nearest_days
+        by_dom = d in self.month_days[last - 28] or (
+            bool(self.nearest_days)
+            and any(f.nearest_weekday(n, last, first_weekday) == d for n in self.nearest_days)
         )
         if by_dom != self.day_and:
             return by_dom  # OR with a matching day, or AND with a failing one: settled
@@ -124,6 +125,11 @@ class CronExpr:
         )
 
 
+@functools.lru_cache(maxsize=1024)  # a search rarely leaves a few years
+def _first_weekday(year: int, month: int) -> int:
+    return (calendar.weekday(year, month, 1) + 1) % 7  # 0 = Sunday
+
+
 def _at_or_after(values: tuple[int, ...], x: int) -> int | None:
     i = bisect_left(values, x)
     return values[i] if i < len(values) else None
@@ -135,8 +141,7 @@ def parse(expression: str, hash_key: str = "") -> CronExpr:
     `H` fields are hashed from hash_key (the job name), so they are stable per job forever.
     """
     text = " ".join(expression.split())
-    hashed = any(f.is_hashed(part) for part in text.lower().split())
-    return _parse(text, hash_key if hashed else "")
+    return _parse(text, hash_key if f.is_hashed(text.lower().replace(" ", ",")) else "")
 
 
 @functools.lru_cache(maxsize=4096)  # a file of 10,000 jobs has a few dozen distinct expressions
@@ -206,7 +211,7 @@ def _build(text: str, parts: list[str], hash_key: str) -> CronExpr:
         fixed_time=not with_seconds and not minute.startswith("*") and not hour.startswith("*"),
         month_days=days.by_length,
     )
-    if not _some_day_matches(expr):
+    if (dom, dow) != ("*", "*") and not _some_day_matches(expr):
         both = f"day {dom!r}" if dow == "*" else f"a day that {dom!r} and {dow!r} both allow"
         raise CronError(f"never matches: no month in {month!r} has {both}")
     return expr

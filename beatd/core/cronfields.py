@@ -49,7 +49,7 @@ DOW = Field("day-of-week", 0, 7, 5, tuple((n, i % 7) for i, n in enumerate(DAYS 
 
 def is_hashed(text: str) -> bool:
     """Whether a field has a Jenkins `H` term (whose values depend on the job name)."""
-    return any(term.startswith("h") for term in text.split(","))
+    return "h" in text and any(term.startswith("h") for term in text.split(","))
 
 
 def values(field: Field, text: str, hash_key: str) -> tuple[int, ...]:
