@@ -242,7 +242,7 @@ def test_full_names_are_the_short_names() -> None:
         ("0 0 * * tues", "day-of-week: 'tues' is not a number 0-7 or a name sun-sat"),
         ("0 0 1-7 * *#2", "never matches"),  # days 1-7 and the second week: both must hold
         ("0 0 LW * */7", "never matches"),  # the last weekday and a Sunday
-        ("0 0 L-29 2 *", "never matches: no month in '2' has day 'l-29'"),
+        ("0 0 L-29 2 *", "never matches: no month in '2' has day L-29"),
     ],
 )
 def test_bad_expressions_name_the_field(expression: str, message: str | None) -> None:

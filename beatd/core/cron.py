@@ -212,7 +212,7 @@ def _build(text: str, parts: list[str], hash_key: str) -> CronExpr:
         month_days=days.by_length,
     )
     if (dom, dow) != ("*", "*") and not _some_day_matches(expr):
-        both = f"day {dom!r}" if dow == "*" else f"a day that {dom!r} and {dow!r} both allow"
+        both = f"day {dom.upper()}" if dow == "*" else f"a day that {dom!r} and {dow!r} both allow"
         raise CronError(f"never matches: no month in {month!r} has {both}")
     return expr
 
