@@ -16,7 +16,7 @@ from pathlib import Path
 
 from beatd import __version__
 from beatd.core import durations, listing
-from beatd.core.config import Config, Job, read_config
+from beatd.core.config import Config, Job, croniter_order_warnings, read_config
 from beatd.core.errors import BeatdError, ConfigError
 from beatd.core.messages import iso_utc
 from beatd.runtime.state import read_states
@@ -146,6 +146,8 @@ def _check(args: argparse.Namespace) -> int:
         count = len(exc.problems)
         print(f"{args.config}: {count} {'problem' if count == 1 else 'problems'}", file=sys.stderr)
         return EXIT_INVALID
+    for warning in croniter_order_warnings(config):
+        print(warning, file=sys.stderr)
     now = datetime.now(UTC)
     enabled = [job for job in config.jobs if job.enabled]
     parts = [f"{len(config.jobs)} jobs ({len(enabled)} enabled)"]

@@ -1,7 +1,8 @@
 """A brute-force oracle for Debian cron's daylight-saving rule, applied by definition.
 
 It is slow on purpose (it looks at every minute) and shares no code with beatd: the fields
-come from cronsim's parser, the time-zone rule is written out below. Only 5-field expressions.
+are read by tests/cron_oracle.py (a term-by-term definition of the dialect), the time-zone rule
+is written out below. Only 5-field expressions.
 
 Debian cron (and DESIGN.md):
 - A job with a specific minute and hour (neither field starts with `*`) runs once per matching
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, tzinfo
 
-from cronsim import CronSim
+from cron_oracle import Definition
 
 MINUTE = timedelta(minutes=1)
 # Wider than any UTC offset change (Lord Howe's is 30 minutes, Troll's two hours).
@@ -36,15 +37,7 @@ def exists(wall: datetime, zone: tzinfo) -> bool:
 def fire_times(expression: str, zone: tzinfo, start: datetime, end: datetime) -> list[datetime]:
     """Every fire time in (start, end], in UTC, by Debian cron's rule."""
     assert len(expression.split()) == 5
-    fields = CronSim(expression, datetime(2000, 1, 1))  # only its parsed fields are used
-
-    def matches(wall: datetime) -> bool:
-        return (
-            wall.month in fields.months
-            and wall.hour in fields.hours
-            and wall.minute in fields.minutes
-            and fields.match_day(wall.date())
-        )
+    matches = Definition(expression).matches
 
     found: set[datetime] = set()
     if not is_fixed_time(expression):

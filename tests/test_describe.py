@@ -26,7 +26,7 @@ from beatd.core.describe import describe
         ("*/10 8-10 * * *", "every 10 minutes of hours 8-10"),
         ("0 9 * * 1-5", "at 09:00 on Mon-Fri"),
         ("0,30 9-17 * * mon-fri", "every 30 minutes of hours 9-17 on Mon-Fri"),
-        ("0 12 * * 0,6", "at 12:00 on Sun,Sat"),
+        ("0 12 * * 0,6", "at 12:00 on Sat,Sun"),
         ("@weekly", "at 00:00 on Sun"),
         ("0 0 1 * *", "at 00:00 on day 1 of the month"),
         ("@yearly", "at 00:00 on day 1 of the month in Jan"),
@@ -44,6 +44,36 @@ from beatd.core.describe import describe
     ],
 )
 def test_an_expression_is_described_in_plain_words(expression: str, words: str) -> None:
+    assert describe(parse(expression)) == words
+
+
+@pytest.mark.parametrize(
+    ("expression", "words"),
+    [
+        ("0 9 15W * *", "at 09:00 on the weekday nearest day 15 of the month"),
+        ("0 9 LW * *", "at 09:00 on the last weekday of the month"),
+        ("0 0 L-3 * *", "at 00:00 on the day 3 days before the last day of the month"),
+        ("0 0 L-1 * *", "at 00:00 on the day before the last day of the month"),
+        ("0 0 25-L * *", "at 00:00 on day 25 to the last day of the month"),
+        ("0 0 1-L-3 * *", "at 00:00 on day 1 to 3 days before the last day of the month"),
+        ("0 0 1-L/8 * *", "at 00:00 on every 8 days from day 1 to the last day of the month"),
+        (
+            "30 8 1,LW,15W * *",
+            "at 08:30 on day 1 and the weekday nearest day 15 and the last weekday of the month",
+        ),
+        ("0 22-2 * * *", "at minute 0 of hours 22-2"),
+        ("*/10 22-2 * * *", "every 10 minutes of hours 22-2"),
+        ("0 0 * * fri-mon", "at 00:00 on Fri-Mon"),
+        ("0 0 * nov-mar *", "at 00:00 in Nov-Mar"),
+        ("0 0 * * mon-fri#1", "at 00:00 on the 1st Mon-Fri"),
+        ("0 0 * * mon-fri#1,fri#3", "at 00:00 on the 1st Mon-Fri, the 3rd Fri"),
+        ("0 0 * * 1,3#2", "at 00:00 on Mon, the 2nd Wed"),
+        ("0 0 * * L5,L2", "at 00:00 on the last Tue,Fri"),
+        ("0 0 ? * tuesday", "at 00:00 on Tue"),
+        ("0 0 1 * ?", "at 00:00 on day 1 of the month"),
+    ],
+)
+def test_the_dialect_is_described_in_plain_words(expression: str, words: str) -> None:
     assert describe(parse(expression)) == words
 
 

@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from beatd.core import cron, durations, values
+from beatd.core.describe import describe
 from beatd.core.errors import ConfigError, CronError, Problem
 from beatd.core.schedules import At, Cron, Interval, Schedule
 from beatd.core.yamlfile import YamlError, YMap, parse
@@ -410,6 +411,30 @@ def _schedule(
 
     expr = reader.get(data, "cron", where, expression, None)
     return None if expr is None else Cron(cron.CronSchedule(expr, zone), offset)
+
+
+def croniter_order_warnings(config: Config) -> list[Problem]:
+    """Warn about 6-field cron expressions that croniter, which puts the seconds last, would
+    read differently: once per expression, at the first job using it, with both readings."""
+    jobs_by_spec: dict[str, list[Job]] = {}
+    for job in config.jobs:
+        if job.kind == "cron" and len(job.spec.split()) == 6:
+            jobs_by_spec.setdefault(job.spec, []).append(job)
+    warnings = []
+    for spec, jobs in jobs_by_spec.items():
+        first = jobs[0]
+        ours, theirs = first.expression, cron.croniter_reading(spec, first.name)
+        if ours is None or theirs is None:
+            continue
+        fields = spec.split()
+        also = f" (and {len(jobs) - 1} more)" if len(jobs) > 1 else ""
+        message = (
+            f"job {first.name!r}{also}: cron: warning: {spec!r} puts seconds first "
+            f"({describe(ours)}); if you meant croniter's seconds last "
+            f"({describe(theirs)}), write {' '.join(fields[-1:] + fields[:-1])!r}"
+        )
+        warnings.append(Problem(config.path, first.line, message))
+    return warnings
 
 
 @functools.lru_cache(maxsize=4096)  # most jobs share their schedule, zone and jitter with others

@@ -1,5 +1,6 @@
-"""Cron expressions: parsing (Jenkins `H` included), wall-clock matching and Debian cron's
-daylight-saving rules. Pure: no I/O, no clock; "now" is always an argument.
+"""Cron expressions: parsing (Jenkins `H`, Quartz's `L`/`W`/`#`, croniter's wrapping ranges),
+wall-clock matching and Debian cron's daylight-saving rules. Pure: no I/O, no clock; "now" is
+always an argument. The terms of each field are read in beatd/core/cronfields.py.
 
 croniter is not the engine, though it was the plan: asked for the next run of `30 1 * * *` it
 fires twice on a fall-back day, it treats `*/2` in day-of-month as a restriction (Debian cron
@@ -10,13 +11,17 @@ expression costs ~100 µs, ten times the budget for listing 10,000 jobs in a sec
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import functools
-import hashlib
 from bisect import bisect_left
 from dataclasses import dataclass
 from datetime import MAXYEAR, UTC, datetime, timedelta, tzinfo
 
+from beatd.core import cronfields as f
+from beatd.core.cronfields import DAYS, MONTHS, DayRange
 from beatd.core.errors import CronError
+
+__all__ = ["DAYS", "MONTHS", "CronExpr", "CronSchedule", "croniter_reading", "parse"]
 
 SECOND = timedelta(seconds=1)
 # cronsim's bound too: an expression with no match in this many years has none at all.
@@ -31,26 +36,8 @@ MACROS = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
-MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _DAYS_IN_MONTH = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # Feb 29 exists
-
-
-@dataclass(frozen=True, slots=True, eq=False)  # six singletons: identity is equality, and
-class _Field:  # hashing by identity keeps the parse caches' lookups cheap
-    name: str
-    low: int
-    high: int
-    names: tuple[str, ...] = ()
-    name_base: int = 0
-
-
-_SECOND = _Field("second", 0, 59)
-_MINUTE = _Field("minute", 0, 59)
-_HOUR = _Field("hour", 0, 23)
-_DOM = _Field("day-of-month", 1, 31)
-_MONTH = _Field("month", 1, 12, tuple(MONTHS), 1)
-_DOW = _Field("day-of-week", 0, 7, tuple(DAYS), 0)
+_LENGTHS = {m: (28, 29) if m == 2 else (_DAYS_IN_MONTH[m],) for m in range(1, 13)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +48,11 @@ class CronExpr:
     seconds: tuple[int, ...]
     minutes: tuple[int, ...]
     hours: tuple[int, ...]
-    days: frozenset[int]
+    days: frozenset[int]  # plain days of the month
     months: tuple[int, ...]
     weekdays: frozenset[int]  # 0 = Sunday
-    last_day: bool  # `L` in day-of-month
+    relative_days: tuple[DayRange, ...]  # `L`, `L-3`, `25-L`: ends <= 0 count from the last day
+    nearest_days: frozenset[int]  # `15W`; 0 is `LW`
     nth_weekdays: frozenset[tuple[int, int]]  # `5#2`: (weekday, n)
     last_weekdays: frozenset[int]  # `5L`: the month's last Friday
     # Debian cron ANDs day-of-month and day-of-week when either starts with `*`, else ORs them.
@@ -72,6 +60,8 @@ class CronExpr:
     # Debian cron's DST fixup applies only to jobs at a specific minute and hour
     # (neither field starts with `*`); cronsim also limits it to 5-field expressions.
     fixed_time: bool
+    # Days of the month by the month's length (28-31): `days` and `relative_days` resolved.
+    month_days: tuple[frozenset[int], ...]
 
     def first_at_or_after(self, start: datetime) -> datetime | None:
         """Return the first naive wall-clock time >= start (whole seconds) that matches."""
@@ -86,7 +76,8 @@ class CronExpr:
                     mo = self.months[i]
                 d, h, mi, s = 1, 0, 0, 0
             last = 28 if mo == 2 and not calendar.isleap(y) else _DAYS_IN_MONTH[mo]
-            while d <= last and not self._day_matches(y, mo, d, last):
+            first_weekday = _first_weekday(y, mo)
+            while d <= last and not self.day_matches(d, last, first_weekday):
                 d, h, mi, s = d + 1, 0, 0, 0
             if d > last:
                 y, mo, d, h, mi, s = (y + 1, 1, 1, 0, 0, 0) if mo == 12 else (y, mo + 1, 1, 0, 0, 0)
@@ -116,18 +107,27 @@ class CronExpr:
             return datetime(y, mo, d, h, mi, s2)  # wall clock; zone applied later
         return None
 
-    def _day_matches(self, y: int, mo: int, d: int, last: int) -> bool:
-        by_dom = d in self.days or (self.last_day and d == last)
+    def day_matches(self, d: int, last: int, first_weekday: int) -> bool:
+        """Whether day d matches in a month of `last` days starting on first_weekday (0 = Sun)."""
+        by_dom = d in self.month_days[last - 28] or (
+            bool(self.nearest_days)
+            and any(f.nearest_weekday(n, last, first_weekday) == d for n in self.nearest_days)
+        )
         if by_dom != self.day_and:
             return by_dom  # OR with a matching day, or AND with a failing one: settled
         if len(self.weekdays) == 7:  # any day of the week (no need to work out which)
             return True
-        dow = (calendar.weekday(y, mo, d) + 1) % 7
+        dow = (first_weekday + d - 1) % 7
         return (
             dow in self.weekdays
             or (dow, (d + 6) // 7) in self.nth_weekdays
             or (dow in self.last_weekdays and d + 7 > last)
         )
+
+
+@functools.lru_cache(maxsize=1024)  # a search rarely leaves a few years
+def _first_weekday(year: int, month: int) -> int:
+    return (calendar.weekday(year, month, 1) + 1) % 7  # 0 = Sunday
 
 
 def _at_or_after(values: tuple[int, ...], x: int) -> int | None:
@@ -141,12 +141,24 @@ def parse(expression: str, hash_key: str = "") -> CronExpr:
     `H` fields are hashed from hash_key (the job name), so they are stable per job forever.
     """
     text = " ".join(expression.split())
-    hashed = any(term.startswith(("h", "H")) for term in text.replace(",", " ").split())
-    return _parse(text, hash_key if hashed else "")
+    return _parse(text, hash_key if f.is_hashed(text.lower().replace(" ", ",")) else "")
 
 
 @functools.lru_cache(maxsize=4096)  # a file of 10,000 jobs has a few dozen distinct expressions
 def _parse(text: str, hash_key: str) -> CronExpr:
+    parts = _fields(text)
+    try:
+        return _build(text, parts, hash_key)
+    except CronError as exc:
+        if len(parts) == 6 and croniter_reading(text, hash_key) is not None:
+            written = text.split()
+            seconds_first = " ".join(written[-1:] + written[:-1])
+            hint = f"if the seconds are last, as croniter writes them: '{seconds_first}'"
+            raise CronError(f"{exc} ({hint})") from None
+        raise
+
+
+def _fields(text: str) -> list[str]:
     lowered = text.lower()
     if lowered.startswith("@"):
         if lowered == "@reboot":
@@ -155,144 +167,91 @@ def _parse(text: str, hash_key: str) -> CronExpr:
             raise CronError(f"unknown macro {text!r} (one of {', '.join(MACROS)})")
         lowered = MACROS[lowered]
     parts = lowered.split()
-    if len(parts) == 5:
-        parts.insert(0, "0")
-        with_seconds = False
-    elif len(parts) == 6:
-        with_seconds = True
-    else:
+    if len(parts) not in (5, 6):
         raise CronError(
             f"expected 5 fields (minute hour day-of-month month day-of-week), "
             f"or 6 with seconds first; got {len(parts)}"
         )
-    sec, minute, hour, dom, month, dow = parts
-    days, last_day = _parse_dom(dom, hash_key)
-    weekdays, nth, last_wd = _parse_dow(dow, hash_key)
-    months = _parse_field(_MONTH, month, hash_key, 4)
-    day_and = dom.startswith("*") or dow.startswith("*")
-    if day_and and not last_day and not dom.startswith("*"):
-        longest = max(_DAYS_IN_MONTH[m] for m in months)
-        if min(days) > longest:
-            raise CronError(f"never matches: no month in {month!r} has day {min(days)}")
-    return CronExpr(
+    return parts
+
+
+def _build(text: str, parts: list[str], hash_key: str) -> CronExpr:
+    with_seconds = len(parts) == 6
+    sec, minute, hour, dom, month, dow = parts if with_seconds else ["0", *parts]
+    for name, part in (("second", sec), ("minute", minute), ("hour", hour), ("month", month)):
+        if "?" in part:
+            raise CronError(f"{name}: ? only stands for a whole day field (day-of-month or -week)")
+    dom, dow = ("*" if part == "?" else part for part in (dom, dow))  # Quartz's "no value"
+    for name, part in (("day-of-month", dom), ("day-of-week", dow)):
+        if "?" in part:
+            raise CronError(f"{name}: ? stands alone, for the whole field")
+
+    def key(part: str) -> str:  # only `H` fields depend on the job name: cache the others once
+        return hash_key if f.is_hashed(part) else ""
+
+    seconds = f.values(f.SECOND, sec, key(sec))
+    minutes = f.values(f.MINUTE, minute, key(minute))
+    hours = f.values(f.HOUR, hour, key(hour))
+    days = f.month_days(dom, key(dom))
+    months = f.values(f.MONTH, month, key(month))
+    week = f.week_days(dow, key(dow))
+    expr = CronExpr(
         text=text,
-        seconds=_parse_field(_SECOND, sec, hash_key, 0),
-        minutes=_parse_field(_MINUTE, minute, hash_key, 1),
-        hours=_parse_field(_HOUR, hour, hash_key, 2),
-        days=frozenset(days),
+        seconds=seconds,
+        minutes=minutes,
+        hours=hours,
+        days=days.fixed,
         months=months,
-        weekdays=frozenset(weekdays),
-        last_day=last_day,
-        nth_weekdays=frozenset(nth),
-        last_weekdays=frozenset(last_wd),
-        day_and=day_and,
+        weekdays=week.plain,
+        relative_days=days.relative,
+        nearest_days=days.nearest,
+        nth_weekdays=week.nth,
+        last_weekdays=week.last,
+        day_and=dom.startswith("*") or dow.startswith("*"),
         fixed_time=not with_seconds and not minute.startswith("*") and not hour.startswith("*"),
+        month_days=days.by_length,
+    )
+    if (dom, dow) != ("*", "*") and not _some_day_matches(expr):
+        both = f"day {dom.upper()}" if dow == "*" else f"a day that {dom!r} and {dow!r} both allow"
+        raise CronError(f"never matches: no month in {month!r} has {both}")
+    return expr
+
+
+def _some_day_matches(expr: CronExpr) -> bool:
+    # Which days match depends only on the month's length and first weekday: trying every
+    # pair the months allow settles it (and each pair comes round within the 50-year search).
+    lengths = {n for m in expr.months for n in _LENGTHS[m]}
+    return any(
+        expr.day_matches(d, last, first)
+        for last in lengths
+        for first in range(7)
+        for d in range(1, last + 1)
     )
 
 
-def _parse_dom(text: str, hash_key: str) -> tuple[tuple[int, ...], bool]:
-    terms = text.split(",")
-    last = "l" in terms
-    rest = ",".join(t for t in terms if t != "l")
-    return (_parse_field(_DOM, rest, hash_key, 3) if rest else ()), last
+@functools.lru_cache(maxsize=1024)
+def croniter_reading(text: str, hash_key: str = "") -> CronExpr | None:
+    """For a 6-field expression, croniter's reading (seconds last) if it is valid and differs."""
+    parts = text.split()
+    if len(parts) != 6:
+        return None
+    theirs = _valid(" ".join(parts[-1:] + parts[:-1]), hash_key)
+    if theirs is None:
+        return None
+    ours = _valid(text, hash_key)
+    if ours is not None and all(getattr(ours, n) == getattr(theirs, n) for n in _MEANING):
+        return None
+    return theirs
 
 
-def _parse_dow(text: str, hash_key: str) -> tuple[set[int], set[tuple[int, int]], set[int]]:
-    plain: list[str] = []
-    nth: set[tuple[int, int]] = set()
-    last: set[int] = set()
-    for term in text.split(","):
-        if "#" in term:
-            day, _, n = term.partition("#")
-            if not n.isdigit() or not 1 <= int(n) <= 5:
-                raise CronError(f"day-of-week: {term!r}: the week after # must be 1-5")
-            nth.add((_value(_DOW, day) % 7, int(n)))
-        elif term.endswith("l") and len(term) > 1:
-            last.add(_value(_DOW, term[:-1]) % 7)
-        else:
-            plain.append(term)
-    weekdays = {v % 7 for v in _parse_field(_DOW, ",".join(plain), hash_key, 5)} if plain else set()
-    return weekdays, nth, last
+def _valid(text: str, hash_key: str) -> CronExpr | None:
+    try:
+        return _build(text, _fields(text), hash_key)
+    except CronError:
+        return None
 
 
-def _parse_field(field: _Field, text: str, hash_key: str, index: int) -> tuple[int, ...]:
-    """The field's values, ascending. Cached: only `H` terms depend on the job name."""
-    return _field_values(field, text, hash_key if "h" in text else "", index)
-
-
-@functools.lru_cache(maxsize=4096)
-def _field_values(field: _Field, text: str, hash_key: str, index: int) -> tuple[int, ...]:
-    values: set[int] = set()
-    for term in text.split(","):
-        values |= _parse_term(field, term, hash_key, index)
-    return tuple(sorted(values))
-
-
-def _parse_term(field: _Field, term: str, hash_key: str, index: int) -> set[int]:
-    if not term:
-        raise CronError(f"{field.name}: empty value")
-    base, slash, step_text = term.partition("/")
-    step = 1
-    if slash:
-        if not step_text.isdigit():
-            raise CronError(f"{field.name}: step must be a number, got {step_text!r}")
-        step = int(step_text)
-        if step == 0:
-            raise CronError(f"{field.name}: step must be positive, got 0")
-    high = 6 if field is _DOW else field.high  # `*` in day-of-week is 0-6; 7 is Sunday's alias
-    if base.startswith("h"):
-        return _hashed(field, base, step, hash_key, index)
-    if base == "*":
-        low = field.low
-    elif "-" in base:
-        first, _, second = base.partition("-")
-        if not first or not second:
-            raise CronError(f"{field.name}: {base!r} is not a range like 1-5")
-        low, high = _value(field, first), _value(field, second)
-        if high < low:
-            raise CronError(f"{field.name}: range {base!r} is backwards (no wrap-around in cron)")
-    else:
-        low = _value(field, base)
-        if not slash:
-            return {low}
-    return set(range(low, high + 1, step))
-
-
-def _hashed(field: _Field, base: str, step: int, hash_key: str, index: int) -> set[int]:
-    # Jenkins' H: a value spread by the job name, so many `H * * * *` jobs do not all fire at :00.
-    low, high = field.low, field.high
-    if field is _DOM:
-        low, high = 1, 28  # as in Jenkins: a day every month has
-    elif field is _DOW:
-        high = 6
-    if base != "h":
-        inner = base[1:]
-        if not (inner.startswith("(") and inner.endswith(")") and "-" in inner):
-            raise CronError(f"{field.name}: {base!r} is not H, H(a-b), H/n or H(a-b)/n")
-        first, _, second = inner[1:-1].partition("-")
-        low, high = _value(field, first), _value(field, second)
-        if high < low:
-            raise CronError(f"{field.name}: range {base!r} is backwards")
-    digest = hashlib.sha256(f"{hash_key}\0{index}".encode()).digest()
-    spread = int.from_bytes(digest[:8], "big")
-    if step == 1:
-        return {low + spread % (high - low + 1)}
-    start = low + spread % min(step, high - low + 1)
-    return set(range(start, high + 1, step))
-
-
-def _value(field: _Field, text: str) -> int:
-    if text in field.names:
-        return field.names.index(text) + field.name_base
-    if not text.isdigit():
-        allowed = f"a number {field.low}-{field.high}"
-        if field.names:
-            allowed += f" or a name {field.names[0]}-{field.names[-1]}"
-        raise CronError(f"{field.name}: {text!r} is not {allowed}")
-    value = int(text)
-    if not field.low <= value <= field.high:
-        raise CronError(f"{field.name} {value} out of range {field.low}-{field.high}")
-    return value
+_MEANING = [x.name for x in dataclasses.fields(CronExpr) if x.name not in ("text", "fixed_time")]
 
 
 @dataclass(frozen=True, slots=True)

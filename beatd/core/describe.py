@@ -58,27 +58,52 @@ def _minutes_and_hours(mins: tuple[int, ...], hours: tuple[int, ...]) -> str:
         return "every hour" if every_hour == 1 else f"every {every_hour} hours"
     if every_hour and len(mins) == 1:
         return f"every {every_hour} hours at :{mins[0]:02d}"
-    return f"{minute_words} of hours {ranges(hours)}"
+    return f"{minute_words} of hours {ranges(hours, wrap=(0, 23))}"
 
 
 def _days(expr: CronExpr) -> str:
-    weekdays = sorted(expr.weekdays)
-    specials = [f"the {_ORDINALS[n]} {DAYS[d].title()}" for d, n in sorted(expr.nth_weekdays)]
-    specials += [f"the last {DAYS[d].title()}" for d in sorted(expr.last_weekdays)]
-    all_days = len(expr.days) == 31
-    all_weekdays = len(weekdays) == 7
     dom = []
-    if not all_days and expr.days:
+    if len(expr.days) < 31 and expr.days:
         dom.append("day " + ranges(tuple(sorted(expr.days))))
-    if expr.last_day:
-        dom.append("the last day")
+    dom += [_relative(term) for term in expr.relative_days]
+    dom += [_nearest(day) for day in sorted(expr.nearest_days, key=lambda d: (d == 0, d))]
     dom_words = " and ".join(dom) + " of the month" if dom else ""
-    dow_words = ", ".join(([_names(tuple(weekdays), DAYS, 0)] if weekdays else []) + specials)
-    restricted_dow = dow_words and not (all_weekdays and not specials)
+    weekdays = tuple(sorted(expr.weekdays))
+    specials = []
+    for n in sorted({n for _, n in expr.nth_weekdays}):
+        nth = tuple(sorted(d for d, k in expr.nth_weekdays if k == n))
+        specials.append(f"the {_ORDINALS[n]} {_names(nth, DAYS, 0)}")
+    if expr.last_weekdays:
+        specials.append(f"the last {_names(tuple(sorted(expr.last_weekdays)), DAYS, 0)}")
+    dow_words = ", ".join(([_names(weekdays, DAYS, 0)] if weekdays else []) + specials)
+    restricted_dow = dow_words and not (len(weekdays) == 7 and not specials)
     if expr.day_and:
         parts = [p for p in (dom_words, dow_words if restricted_dow else "") if p]
         return ("on " + " if also ".join(parts)) if parts else ""
     return f"on {dom_words} or on {dow_words}"
+
+
+def _relative(term: tuple[int, int, int]) -> str:
+    first, last, step = term
+    if first == last:
+        if first >= 0:
+            return _day(first)
+        return "the day before the last day" if first == -1 else f"the day {_day(first)}"
+    span = f"{_day(first)} to {_day(last)}"
+    return span if step == 1 else f"every {step} days from {span}"
+
+
+def _day(day: int) -> str:
+    """A day of the month; 0 and below count from the last day (`L`, `L-3`)."""
+    if day > 0:
+        return f"day {day}"
+    if day == 0:
+        return "the last day"
+    return f"{-day} day{'s' if day < -1 else ''} before the last day"  # `L-3`
+
+
+def _nearest(day: int) -> str:
+    return "the last weekday" if day == 0 else f"the weekday nearest day {day}"
 
 
 def _step(values: tuple[int, ...], size: int) -> int | None:
@@ -89,21 +114,27 @@ def _step(values: tuple[int, ...], size: int) -> int | None:
     return n if values == tuple(range(0, size, n)) else None
 
 
-def ranges(values: tuple[int, ...], fmt: Callable[[int], str] = str) -> str:
-    """1,2,3,5,7-9 style: runs of three or more become ranges."""
-    parts: list[str] = []
-    i = 0
-    while i < len(values):
-        j = i
-        while j + 1 < len(values) and values[j + 1] == values[j] + 1:
-            j += 1
-        if j - i >= 2:
-            parts.append(f"{fmt(values[i])}-{fmt(values[j])}")
+def ranges(
+    values: tuple[int, ...], fmt: Callable[[int], str] = str, wrap: tuple[int, int] | None = None
+) -> str:
+    """1,2,3,5,7-9 style: runs of three or more become ranges. With wrap=(low, high), a run that
+    goes past high on to low is one run, written first: hours 22-2, Fri-Mon, Nov-Mar."""
+    runs: list[list[int]] = []
+    for v in values:
+        if runs and v == runs[-1][-1] + 1:
+            runs[-1].append(v)
         else:
-            parts.extend(fmt(v) for v in values[i : j + 1])
-        i = j + 1
+            runs.append([v])
+    if wrap and len(runs) > 1 and runs[0][0] == wrap[0] and runs[-1][-1] == wrap[1]:
+        runs = [runs[-1] + runs[0], *runs[1:-1]]
+    parts: list[str] = []
+    for run in runs:
+        if len(run) >= 3:
+            parts.append(f"{fmt(run[0])}-{fmt(run[-1])}")
+        else:
+            parts.extend(fmt(v) for v in run)
     return ",".join(parts)
 
 
 def _names(values: tuple[int, ...], names: tuple[str, ...], base: int) -> str:
-    return ranges(values, lambda v: names[v - base].title())
+    return ranges(values, lambda v: names[v - base].title(), (base, base + len(names) - 1))
