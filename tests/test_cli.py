@@ -19,8 +19,10 @@ from cronsim import CronSim
 from beatd import __version__
 from beatd.cli import main
 from beatd.core.cron import parse
+from beatd.core.errors import ConfigError
 from beatd.core.schedules import EPOCH
 from beatd.runtime.state import JobState, State
+from beatd.worker import daemon
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "config" / "beatd.yaml"
@@ -585,3 +587,58 @@ def test_list_json_is_right_for_every_one_of_ten_thousand_jobs(
         assert r["task"] == spec["task"]
     keys = [(r["at"], r["job"]) for r in runs]
     assert keys == sorted(keys)
+
+
+# --- check on a worker's file -----------------------------------------------------------------
+
+
+def test_check_on_a_worker_file_reports_what_beatd_worker_would_refuse_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\n", encoding="utf-8")  # no execute bit
+    path = write(
+        tmp_path,
+        f"""\
+        worker: {{queue: q}}
+        tasks:
+          missing-program: {{command: [no-such-program-beatd-test]}}
+          missing-module: {{call: "no_such_module_beatd_test:run"}}
+          missing-function: {{call: "json:no_such_function"}}
+          not-executable: {{command: [{script}]}}
+          fine: {{command: [/bin/true]}}
+        """,
+    )
+    code, out, err = run(capsys, "check", "-c", str(path))
+    assert (code, out) == (1, "")
+    with pytest.raises(ConfigError) as refused:
+        daemon.load(str(path), os.environ)  # what `beatd worker` says before exiting 78
+    assert err.splitlines() == [*map(str, refused.value.problems), f"{path}: 4 problems"]
+    assert err.splitlines()[:4] == [
+        f"{path}:3: task 'missing-program': command: 'no-such-program-beatd-test' not found on"
+        f" PATH ({os.environ['PATH']})",
+        f"{path}:4: task 'missing-module': call: cannot import 'no_such_module_beatd_test':"
+        " ModuleNotFoundError: No module named 'no_such_module_beatd_test'",
+        f"{path}:5: task 'missing-function': call: 'json' has no 'no_such_function'",
+        f"{path}:6: task 'not-executable': command: '{script}' is not an executable file",
+    ]
+
+
+def test_check_on_a_worker_file_without_tasks_fails_as_the_worker_would(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "worker: {queue: q}\n")
+    assert run(capsys, "check", "-c", str(path)) == (
+        1,
+        "",
+        f"{path}: no tasks: a worker runs only the tasks its file defines\n{path}: 1 problem\n",
+    )
+
+
+def test_check_on_the_example_worker_file_resolves_every_task(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    example = ROOT / "config" / "worker.yaml"
+    code, out, err = run(capsys, "check", "-c", str(example))
+    assert (code, err) == (0, "")
+    assert out == f"{example}: OK, 5 tasks, each resolved as `beatd worker` does\n"

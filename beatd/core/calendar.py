@@ -46,7 +46,9 @@ def fires(schedule: CronSchedule, now: datetime) -> Iterator[Fire]:
 def _next(schedule: CronSchedule, t: datetime) -> datetime | None:
     try:
         return schedule.next_after(t)
-    except OverflowError:  # a time zone's offset pushed it past year 9999
+    # Past year 9999: a zone's offset overflows, or (cron.first_at_or_after, when its month
+    # search wraps from December 9999) datetime refuses year 10000 with a ValueError.
+    except (OverflowError, ValueError):
         return None
 
 
