@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import MAXYEAR, UTC, datetime, timedelta, tzinfo
 from typing import Any, Protocol
 
-from beatd.core.calendar import TIME_WIDTH, fires, in_zone, wall, zone_name
+from beatd.core.calendar import TIME_WIDTH, in_zone, next_fire, wall, zone_name
 from beatd.core.config import Job
 from beatd.core.describe import describe
 from beatd.core.durations import format_duration, format_left
@@ -34,6 +34,9 @@ class Run:
     at: datetime | None  # None: the job has no next run (disabled, or a one-off that is done)
     job: Job
     note: str = ""  # what daylight saving does to this run, in the job's zone
+
+
+_Item = tuple[datetime, str, Run]  # sorted by time, then job name (Runs never get compared)
 
 
 class Progress(Protocol):
@@ -63,32 +66,40 @@ def upcoming(
     """
     enabled = [job for job in jobs if job.enabled]
     if count is None and until is None:
-        firsts = (next(_runs(job, now), None) for job in enabled)
+        firsts = (_first(job, now) for job in enabled)
         yield from (run for _, _, run in sorted(item for item in firsts if item is not None))
         return
-    # Runs at the same time come in job-name order (Runs themselves never get compared:
-    # job names are unique).
-    merged: Iterator[tuple[datetime, str, Run]] = heapq.merge(*(_runs(job, now) for job in enabled))
+    merged: Iterator[_Item] = heapq.merge(*(_runs(job, now) for job in enabled))
     if until is not None:
         merged = itertools.takewhile(lambda item: item[0] <= until, merged)
     yield from (run for _, _, run in itertools.islice(merged, count))
 
 
-def _runs(job: Job, now: datetime) -> Iterator[tuple[datetime, str, Run]]:
+def _runs(job: Job, now: datetime) -> Iterator[_Item]:
+    item = _first(job, now)
+    while item is not None:
+        yield item
+        item = _first(job, item[0])
+
+
+def _first(job: Job, t: datetime) -> _Item | None:
+    """The job's first run after t (its previous run, or now)."""
     schedule = job.schedule
+    if not isinstance(schedule, Cron):
+        at = _next(schedule, t)
+        return None if at is None else (at, job.name, Run(at, job))
+    offset = schedule.offset
+    if not offset:  # most jobs: no jitter, no arithmetic
+        fire = next_fire(schedule.cron, t)
+        return None if fire is None else (fire.at, job.name, Run(fire.at, job, fire.note))
     try:
-        if isinstance(schedule, Cron):
-            offset = schedule.offset
-            for fire in fires(schedule.cron, now - offset):
-                at = fire.at + offset
-                yield at, job.name, Run(at, job, fire.note)
-            return
-        at_or_none = _next(schedule, now)
-        while at_or_none is not None:
-            yield at_or_none, job.name, Run(at_or_none, job)
-            at_or_none = _next(schedule, at_or_none)
+        fire = next_fire(schedule.cron, t - offset)
+        if fire is None:
+            return None
+        at = fire.at + offset
     except OverflowError:  # jitter pushed it past year 9999: no more runs to show
-        return
+        return None
+    return at, job.name, Run(at, job, fire.note)
 
 
 def _next(schedule: Schedule, t: datetime) -> datetime | None:
@@ -186,8 +197,8 @@ def table(
     """A `systemctl list-timers` style table, line by line, with a count line at the end.
 
     Times are in zone (None: each job's own). Unless stream, every row is measured before the
-    first is printed; streamed, the first rows and every one of jobs are, and columns get room
-    for any time and countdown.
+    first is printed; streamed, the first _HEAD rows are, and if more follow, the cells of
+    every one of jobs and room for any time and countdown too.
     """
     where = "each job's zone" if zone is None else zone_name(zone)
     header: _Row = (f"NEXT ({where})", "LEFT", "LAST", "JOB", "SCHEDULE", "TASK", "")
@@ -205,7 +216,8 @@ def table(
 
     def row(run: Run) -> _Row:
         job = run.job
-        counts[job.name] += 1
+        name = job.name
+        counts[name] = counts.get(name, 0) + 1
         if run.at is not None:
             next_text, left = wall(run.at, zone or job.timezone), format_left(run.at - now)
         else:
@@ -213,19 +225,19 @@ def table(
         note = run.note
         if note and zone is not None and zone_name(zone) != zone_name(job.timezone):
             note = note.replace("DST:", f"DST in {zone_name(job.timezone)}:", 1)
-        return (next_text, left, *static(job), note)
+        return (next_text, left, *(fixed.get(name) or static(job)), note)
 
     rows = map(row, runs)
-    head = list(itertools.islice(rows, _HEAD)) if stream else list(rows)
+    head = list(itertools.islice(rows, _HEAD + 1)) if stream else list(rows)
     measured: list[Sequence[str]] = [header, *head]
-    if stream:
+    if len(head) > _HEAD:  # more follow: make room for any job's cells and any time
         measured += [("", "", *static(job), "") for job in jobs]
         measured.append(("x" * TIME_WIDTH, "x" * _LEFT_WIDTH, "", "", "", "", ""))
     widths = [max(len(r[i]) for r in measured) for i in range(6)]
     del measured
     line = "  ".join(f"{{:<{width}}}" for width in widths)  # each cell padded to its column
     for cells in itertools.chain([header], head, rows):
-        text = line.format(*cells[:6])
+        text = line.format(*cells)  # the note, cells[6], is not in the format: left out
         yield f"{text}  {cells[6]}" if cells[6] else text.rstrip()
     yield ""
     yield _summary(counts)
