@@ -69,7 +69,12 @@ def _parser() -> argparse.ArgumentParser:
 
     command("run", _run, "Run the scheduler daemon in the foreground (systemd daemonises).")
     command("worker", _worker, "Run the executor daemon: consume runs and execute their tasks.")
-    command("check", _check, "Validate the schedule file: a summary line, or every problem.")
+    checker = command("check", _check, "Validate the file: a summary line, or every problem.")
+    checker.add_argument(
+        "--skip-tasks",
+        action="store_true",
+        help="do not resolve a worker's tasks (imports, executables): check what `beatd run` uses",
+    )
     lister = command("list", _list, "Show upcoming runs, like `systemctl list-timers`.")
     lister.add_argument("--count", type=_positive_int, metavar="N", help="the next N runs")
     lister.add_argument(
@@ -157,7 +162,7 @@ def _load(args: argparse.Namespace) -> Config:
 def _check(args: argparse.Namespace) -> int:
     try:
         config = _load(args)
-        if config.has_worker_section:
+        if config.has_worker_section and not args.skip_tasks:
             _resolve_tasks(args.config)
     except ConfigError as exc:
         for problem in exc.problems:
@@ -171,7 +176,8 @@ def _check(args: argparse.Namespace) -> int:
     if config.jobs or not config.has_worker_section:
         parts.append(f"{len(config.jobs)} jobs ({len(enabled)} enabled)")
     if config.has_worker_section:
-        parts.append(f"{len(config.tasks)} tasks, each resolved as `beatd worker` does")
+        resolved = "not resolved" if args.skip_tasks else "each resolved as `beatd worker` does"
+        parts.append(f"{len(config.tasks)} tasks, {resolved}")
     first = next(listing.upcoming(enabled, now), None)
     if first is not None and first.at is not None:
         parts.append(f"next: {first.job.name} at {iso_utc(first.at)}")

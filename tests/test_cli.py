@@ -642,3 +642,23 @@ def test_check_on_the_example_worker_file_resolves_every_task(
     code, out, err = run(capsys, "check", "-c", str(example))
     assert (code, err) == (0, "")
     assert out == f"{example}: OK, 5 tasks, each resolved as `beatd worker` does\n"
+
+
+def test_check_skip_tasks_checks_only_what_the_scheduler_uses_of_a_shared_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(
+        tmp_path,
+        """\
+        jobs:
+          j: {every: 1h, task: t}
+        tasks:
+          t: {command: [no-such-program-beatd-test]}
+        """,
+    )
+    code, out, _ = run(capsys, "check", "-c", str(path), "--skip-tasks")
+    assert code == 0
+    assert out.startswith(f"{path}: OK, 1 jobs (1 enabled), 1 tasks, not resolved, next: ")
+    code, _, err = run(capsys, "check", "-c", str(path))
+    assert code == 1
+    assert err.splitlines()[0].startswith(f"{path}:4: task 't': command: 'no-such-program-beatd")

@@ -39,8 +39,10 @@ def test_the_unit_is_hardened_and_does_not_crash_loop_on_a_bad_file(unit: Path) 
 def test_reload_checks_the_file_the_daemon_runs_before_sending_sighup(unit: Path) -> None:
     s = settings(unit)
     config = s["ExecStart"][0].split(" -c ")[1]
+    # The scheduler checks what it uses; the worker also resolves its tasks, as at its start.
+    skip = "" if "worker" in unit.name else "--skip-tasks "
     assert s["ExecReload"] == [
-        f"/usr/local/bin/beatd check -c {config}",  # fails the reload on a bad edit
+        f"/usr/local/bin/beatd check {skip}-c {config}",  # fails the reload on a bad edit
         "/bin/kill -HUP $MAINPID",
     ]
 
