@@ -10,14 +10,14 @@ import difflib
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 
 from beatd import __version__
-from beatd.core import durations, listing
+from beatd.core import calendar, cron, durations, listing, values
 from beatd.core.config import Config, Job, croniter_order_warnings, read_config
-from beatd.core.errors import BeatdError, ConfigError
+from beatd.core.errors import BeatdError, ConfigError, CronError
 from beatd.core.messages import iso_utc
 from beatd.runtime.state import read_states
 
@@ -69,7 +69,12 @@ def _parser() -> argparse.ArgumentParser:
 
     command("run", _run, "Run the scheduler daemon in the foreground (systemd daemonises).")
     command("worker", _worker, "Run the executor daemon: consume runs and execute their tasks.")
-    command("check", _check, "Validate the schedule file: a summary line, or every problem.")
+    checker = command("check", _check, "Validate the file: a summary line, or every problem.")
+    checker.add_argument(
+        "--skip-tasks",
+        action="store_true",
+        help="do not resolve a worker's tasks (imports, executables): check what `beatd run` uses",
+    )
     lister = command("list", _list, "Show upcoming runs, like `systemctl list-timers`.")
     lister.add_argument("--count", type=_positive_int, metavar="N", help="the next N runs")
     lister.add_argument(
@@ -79,7 +84,24 @@ def _parser() -> argparse.ArgumentParser:
     lister.add_argument(
         "--now", metavar="ISO", type=_iso_time, help="plan from this time (naive: the file's zone)"
     )
+    lister.add_argument(
+        "--local", action="store_true", help="times in each job's zone, not the file's timezone"
+    )
     lister.add_argument("--json", action="store_true", help="one JSON array of runs")
+    text = "Show when a cron expression fires, like `systemd-analyze calendar --iterations`."
+    preview = commands.add_parser("calendar", help=text, description=text)
+    preview.set_defaults(func=_calendar)
+    preview.add_argument("expression", metavar="EXPR", help='e.g. "30 2 * * *" or @daily')
+    preview.add_argument(
+        "--tz", default="UTC", metavar="ZONE", help="IANA time zone (default: %(default)s)"
+    )
+    preview.add_argument(
+        "--count", type=_positive_int, default=5, metavar="N", help="fire times (default: 5)"
+    )
+    preview.add_argument(
+        "--now", metavar="ISO", type=_iso_time, help="start from this time (naive: in --tz)"
+    )
+    preview.add_argument("--job", metavar="NAME", help="the job name that `H` fields hash")
     trigger = command("trigger", _trigger, "Publish one run of JOB now (trigger: manual).")
     trigger.add_argument("job", metavar="JOB")
     text = "Print a Celery app's beat_schedule as a beatd schedule file (format: celery)."
@@ -140,6 +162,8 @@ def _load(args: argparse.Namespace) -> Config:
 def _check(args: argparse.Namespace) -> int:
     try:
         config = _load(args)
+        if config.has_worker_section and not args.skip_tasks:
+            _resolve_tasks(args.config)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -150,9 +174,12 @@ def _check(args: argparse.Namespace) -> int:
         print(warning, file=sys.stderr)
     now = datetime.now(UTC)
     enabled = [job for job in config.jobs if job.enabled]
-    parts = [f"{len(config.jobs)} jobs ({len(enabled)} enabled)"]
-    if config.tasks:
-        parts.append(f"{len(config.tasks)} tasks")
+    parts = []
+    if config.jobs or not config.has_worker_section:
+        parts.append(f"{len(config.jobs)} jobs ({len(enabled)} enabled)")
+    if config.has_worker_section:
+        resolved = "not resolved" if args.skip_tasks else "each resolved as `beatd worker` does"
+        parts.append(f"{len(config.tasks)} tasks, {resolved}")
     first = next(listing.upcoming(enabled, now), None)
     if first is not None and first.at is not None:
         parts.append(f"next: {first.job.name} at {iso_utc(first.at)}")
@@ -161,6 +188,14 @@ def _check(args: argparse.Namespace) -> int:
 
 
 # The daemons import pika (tens of milliseconds); `list` and `check` should not pay for it.
+
+
+def _resolve_tasks(path: str) -> None:
+    """Import every `call:` and find every `command:` exactly as `beatd worker` does at start,
+    so `check` (and `systemctl reload`) fail on what the worker would refuse with exit 78."""
+    from beatd.worker import daemon as worker  # noqa: PLC0415
+
+    worker.load(path, os.environ)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -227,18 +262,60 @@ def _list(args: argparse.Namespace) -> int:
     jobs = list(config.jobs)
     if args.job is not None:
         jobs = [_job(config, args.job, args.config)]
-    until = now + args.until if args.until else None
-    runs = list(listing.upcoming(jobs, now, args.count, until))
+    until = listing.window_end(now, args.until) if args.until else None
+    states = read_states(Path(config.state))  # before any output: a bad file is one clean error
+    zone = None if args.local else config.timezone
+    bounded: listing.Bounded | None = None
+    runs: Iterable[listing.Run]
+    if args.count is None and until is None:  # one row per job: bounded by the file
+        runs = listing.with_inactive(list(listing.upcoming(jobs, now)), jobs)
+    else:
+        limit = min(args.count or listing.MAX_ROWS, listing.MAX_ROWS)
+        if limit < (args.count or 0):
+            print(
+                f"beatd list: showing the first {limit:,} runs, not {args.count:,}", file=sys.stderr
+            )
+        runs = bounded = listing.Bounded(listing.upcoming(jobs, now, args.count, until), limit)
     if args.json:
-        print(listing.to_json(runs))
-        return EXIT_OK
-    if args.count is None and until is None:
-        runs = listing.with_inactive(runs, jobs)
-    states = read_states(Path(config.state))
-    print(listing.table(runs, states, now))
+        sys.stdout.writelines(listing.json_chunks(runs, states))
+    else:
+        enabled = [job for job in jobs if job.enabled]
+        lines = listing.table(runs, states, now, zone, jobs=enabled, stream=bounded is not None)
+        sys.stdout.writelines(_lines(lines))
+    if bounded is not None and bounded.cut and args.count is None:  # --until held more
+        end = iso_utc(until or now)
+        print(
+            f"beatd list: stopped after {bounded.limit:,} runs; more fall before {end}"
+            " (narrow it with --job or a shorter --until)",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
+def _lines(lines: Iterable[str]) -> Iterator[str]:
+    return (line + "\n" for line in lines)
+
+
+def _calendar(args: argparse.Namespace) -> int:
+    try:
+        zone = values.parse_zone(args.tz)
+    except ValueError as exc:
+        raise BeatdError(f"calendar: --tz: {exc}") from None
+    try:
+        expr = cron.parse(args.expression, args.job or "")
+    except CronError as exc:
+        raise BeatdError(f"calendar: {args.expression!r}: {exc}") from None
+    now = _aware(args.now, zone) if args.now else datetime.now(UTC)
+    if args.count > listing.MAX_ROWS:
+        print(f"beatd calendar: showing {listing.MAX_ROWS:,} fire times", file=sys.stderr)
+    count = min(args.count, listing.MAX_ROWS)
+    sys.stdout.writelines(_lines(calendar.preview(cron.CronSchedule(expr, zone), now, count)))
     return EXIT_OK
 
 
 def _aware(moment: datetime, zone: tzinfo) -> datetime:
     # In UTC, so `--until` adds real time: `now + 3h` on a zoned datetime adds wall-clock time.
-    return (moment if moment.tzinfo else moment.replace(tzinfo=zone)).astimezone(UTC)
+    try:
+        return (moment if moment.tzinfo else moment.replace(tzinfo=zone)).astimezone(UTC)
+    except OverflowError:
+        raise BeatdError(f"--now {moment.isoformat()}: outside years 1-9999 in UTC") from None

@@ -105,7 +105,7 @@ t3 = time.perf_counter()
 now = datetime.fromisoformat(sys.argv[2])
 runs = listing.with_inactive(list(listing.upcoming(config.jobs, now)), config.jobs)
 t4 = time.perf_counter()
-listing.table(runs, read_states(Path(config.state)), now)
+list(listing.table(runs, read_states(Path(config.state)), now, config.timezone))
 t5 = time.perf_counter()
 print(json.dumps({"imports": t1 - t0, "YAML": t2 - t1, "validation": (t3 - t2) - (t2 - t1),
                   "next runs": t4 - t3, "table": t5 - t4}))

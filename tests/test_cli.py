@@ -19,9 +19,11 @@ from cronsim import CronSim
 from beatd import __version__
 from beatd.cli import main
 from beatd.core.cron import parse
+from beatd.core.errors import ConfigError
 from beatd.core.jobstate import JobState
 from beatd.core.schedules import EPOCH
 from beatd.runtime.state import State
+from beatd.worker import daemon
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "config" / "beatd.yaml"
@@ -186,7 +188,7 @@ def test_list_shows_each_job_sorted_by_next_run_with_systemctl_columns(
     code, out, err = run(capsys, "list", "-c", str(schedule), "--now", NOW)
     assert (code, err) == (0, "")
     rows = table_rows(out)
-    assert cells(rows[0]) == ["NEXT", "LEFT", "LAST", "JOB", "SCHEDULE", "TASK"]
+    assert cells(rows[0]) == ["NEXT (Europe/Berlin)", "LEFT", "LAST", "JOB", "SCHEDULE", "TASK"]
     assert [cells(r) for r in rows[1:]] == [
         [
             "Sat 2026-10-24 14:00:30 CEST", "30s", "-", "heartbeat",
@@ -197,7 +199,7 @@ def test_list_shows_each_job_sorted_by_next_run_with_systemctl_columns(
             "*/15 * * * * (every 15 minutes)", "sessions.cleanup",
         ],
         [
-            "Sun 2026-10-25 02:30:00 EDT", "18h 30min", "-", "nightly",
+            "Sun 2026-10-25 07:30:00 CET", "18h 30min", "-", "nightly",
             "30 2 * * * (at 02:30 daily)", "reports.nightly",
         ],
         [
@@ -229,8 +231,11 @@ def test_list_shows_the_last_run_from_the_state_file(
     state.close()
     _, out, _ = run(capsys, "list", "-c", str(schedule), "--now", NOW)
     rows = {cells(r)[3]: cells(r) for r in table_rows(out)[1:]}
-    assert rows["nightly"][2] == "Sat 2026-10-24 02:30:00 EDT"  # in the job's zone
+    assert rows["nightly"][2] == "Sat 2026-10-24 08:30:00 CEST"  # in the file's zone
     assert rows["quarter"][2] == "-"
+    _, out, _ = run(capsys, "list", "-c", str(schedule), "--now", NOW, "--local")
+    rows = {cells(r)[3]: cells(r) for r in table_rows(out)[1:]}
+    assert rows["nightly"][2] == "Sat 2026-10-24 02:30:00 EDT"  # in the job's zone
 
 
 def test_list_with_a_corrupt_state_file_is_a_clear_error(
@@ -349,48 +354,89 @@ def test_list_now_plans_across_a_dst_change(
 
 
 def test_list_json_has_exactly_the_documented_shape(
-    schedule: Path, capsys: pytest.CaptureFixture[str]
+    schedule: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    state = State(tmp_path / "state.db")
+    last = datetime(2026, 10, 24, 6, 30, tzinfo=UTC)
+    state.save([JobState("nightly", "f", last, last, last, published=7, missed=2, unroutable=1)])
+    state.close()
     code, out, _ = run(capsys, "list", "-c", str(schedule), "--now", NOW, "--json")
     assert code == 0
+    never = {"dst": None, "last": None, "published": 0, "missed": 0, "unroutable": 0}
     assert json.loads(out) == [
         {
             "job": "heartbeat",
             "task": "monitoring.ping",
             "at": "2026-10-24T12:00:30Z",
             "local": "2026-10-24T14:00:30+02:00",
+            "zone": "Europe/Berlin",
             "schedule": "every 30s",
+            "enabled": True,
+            **never,
         },
         {
             "job": "quarter",
             "task": "sessions.cleanup",
             "at": "2026-10-24T12:15:00Z",
             "local": "2026-10-24T14:15:00+02:00",
+            "zone": "Europe/Berlin",
             "schedule": "*/15 * * * *",
+            "enabled": True,
+            **never,
         },
         {
             "job": "nightly",
             "task": "reports.nightly",
             "at": "2026-10-25T06:30:00Z",
             "local": "2026-10-25T02:30:00-04:00",
+            "zone": "America/New_York",
             "schedule": "30 2 * * *",
+            "enabled": True,
+            "dst": None,
+            "last": "2026-10-24T06:30:00Z",
+            "published": 7,
+            "missed": 2,
+            "unroutable": 1,
         },
         {
             "job": "new-year",
             "task": "greetings.send",
             "at": "2026-12-31T23:00:00Z",
             "local": "2027-01-01T00:00:00+01:00",
+            "zone": "Europe/Berlin",
             "schedule": "at 2027-01-01T00:00:00+01:00",
+            "enabled": True,
+            **never,
+        },
+        {
+            "job": "paused",
+            "task": "x.y",
+            "at": None,
+            "local": None,
+            "zone": "Europe/Berlin",
+            "schedule": "every 1h",
+            "enabled": False,
+            **never,
         },
     ]
 
 
-def test_list_json_with_nothing_to_run_is_an_empty_array(
+def test_list_json_lists_a_finished_one_off_job_with_no_next_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = write(tmp_path, "jobs:\n  done: {at: '2020-01-01T00:00:00Z', task: t}\n")
     code, out, _ = run(capsys, "list", "-c", str(path), "--json")
-    assert (code, json.loads(out)) == (0, [])
+    assert code == 0
+    assert [(r["job"], r["at"], r["enabled"]) for r in json.loads(out)] == [("done", None, True)]
+
+
+def test_list_json_with_nothing_in_the_window_is_an_empty_array(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "jobs:\n  daily: {cron: '0 0 * * *', task: t}\n")
+    argv = ["list", "-c", str(path), "--json", "--now", "2026-01-01T01:00Z", "--until", "1h"]
+    code, out, _ = run(capsys, *argv)
+    assert (code, out) == (0, "[]\n")
 
 
 def test_list_shows_a_finished_one_off_job_without_a_next_run(
@@ -525,7 +571,11 @@ def test_list_json_is_right_for_every_one_of_ten_thousand_jobs(
             specs[name][key] = value.strip('"')
     enabled = {name for name, spec in specs.items() if "enabled" not in spec}
     assert len(enabled) == 10_000 - len(range(0, 10_000, 97))
-    assert sorted(r["job"] for r in runs) == sorted(enabled)
+    assert sorted(r["job"] for r in runs if r["at"] is not None) == sorted(enabled)
+    disabled = [r for r in runs if r["at"] is None]  # listed last, not hidden
+    assert [r["job"] for r in disabled] == sorted(set(specs) - enabled)
+    assert not any(r["enabled"] for r in disabled)
+    runs = runs[: -len(disabled)]
     for r in runs:
         spec = specs[r["job"]]
         want = expected_next(spec, r["job"], now)
@@ -538,3 +588,78 @@ def test_list_json_is_right_for_every_one_of_ten_thousand_jobs(
         assert r["task"] == spec["task"]
     keys = [(r["at"], r["job"]) for r in runs]
     assert keys == sorted(keys)
+
+
+# --- check on a worker's file -----------------------------------------------------------------
+
+
+def test_check_on_a_worker_file_reports_what_beatd_worker_would_refuse_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\n", encoding="utf-8")  # no execute bit
+    path = write(
+        tmp_path,
+        f"""\
+        worker: {{queue: q}}
+        tasks:
+          missing-program: {{command: [no-such-program-beatd-test]}}
+          missing-module: {{call: "no_such_module_beatd_test:run"}}
+          missing-function: {{call: "json:no_such_function"}}
+          not-executable: {{command: [{script}]}}
+          fine: {{command: [/bin/true]}}
+        """,
+    )
+    code, out, err = run(capsys, "check", "-c", str(path))
+    assert (code, out) == (1, "")
+    with pytest.raises(ConfigError) as refused:
+        daemon.load(str(path), os.environ)  # what `beatd worker` says before exiting 78
+    assert err.splitlines() == [*map(str, refused.value.problems), f"{path}: 4 problems"]
+    assert err.splitlines()[:4] == [
+        f"{path}:3: task 'missing-program': command: 'no-such-program-beatd-test' not found on"
+        f" PATH ({os.environ['PATH']})",
+        f"{path}:4: task 'missing-module': call: cannot import 'no_such_module_beatd_test':"
+        " ModuleNotFoundError: No module named 'no_such_module_beatd_test'",
+        f"{path}:5: task 'missing-function': call: 'json' has no 'no_such_function'",
+        f"{path}:6: task 'not-executable': command: '{script}' is not an executable file",
+    ]
+
+
+def test_check_on_a_worker_file_without_tasks_fails_as_the_worker_would(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "worker: {queue: q}\n")
+    assert run(capsys, "check", "-c", str(path)) == (
+        1,
+        "",
+        f"{path}: no tasks: a worker runs only the tasks its file defines\n{path}: 1 problem\n",
+    )
+
+
+def test_check_on_the_example_worker_file_resolves_every_task(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    example = ROOT / "config" / "worker.yaml"
+    code, out, err = run(capsys, "check", "-c", str(example))
+    assert (code, err) == (0, "")
+    assert out == f"{example}: OK, 5 tasks, each resolved as `beatd worker` does\n"
+
+
+def test_check_skip_tasks_checks_only_what_the_scheduler_uses_of_a_shared_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(
+        tmp_path,
+        """\
+        jobs:
+          j: {every: 1h, task: t}
+        tasks:
+          t: {command: [no-such-program-beatd-test]}
+        """,
+    )
+    code, out, _ = run(capsys, "check", "-c", str(path), "--skip-tasks")
+    assert code == 0
+    assert out.startswith(f"{path}: OK, 1 jobs (1 enabled), 1 tasks, not resolved, next: ")
+    code, _, err = run(capsys, "check", "-c", str(path))
+    assert code == 1
+    assert err.splitlines()[0].startswith(f"{path}:4: task 't': command: 'no-such-program-beatd")

@@ -33,7 +33,36 @@ def test_the_unit_is_hardened_and_does_not_crash_loop_on_a_bad_file(unit: Path) 
     for key in ("NoNewPrivileges", "ProtectHome", "PrivateTmp"):
         assert s.get(key) == ["yes"] or (key == "NoNewPrivileges" and "worker" in unit.name), key
     assert s["ProtectSystem"] == ["strict"]
-    assert "ExecReload" in s and "-HUP" in s["ExecReload"][0]
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=[u.name for u in UNITS])
+def test_reload_checks_the_file_the_daemon_runs_before_sending_sighup(unit: Path) -> None:
+    s = settings(unit)
+    config = s["ExecStart"][0].split(" -c ")[1]
+    # The scheduler checks what it uses; the worker also resolves its tasks, as at its start.
+    skip = "" if "worker" in unit.name else "--skip-tasks "
+    assert s["ExecReload"] == [
+        f"/usr/local/bin/beatd check {skip}-c {config}",  # fails the reload on a bad edit
+        "/bin/kill -HUP $MAINPID",
+    ]
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=[u.name for u in UNITS])
+def test_the_reload_check_fails_on_a_file_its_daemon_would_refuse(
+    unit: Path, tmp_path: Path
+) -> None:
+    if "worker" in unit.name:
+        text = "worker: {queue: q}\ntasks:\n  t: {command: [no-such-program-beatd-test]}\n"
+    else:
+        text = "jobs:\n  j: {cron: '61 * * * *', task: t}\n"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text, encoding="utf-8")
+    argv = settings(unit)["ExecReload"][0].split()
+    argv[0] = str(Path(sys.executable).with_name("beatd"))
+    argv[argv.index("-c") + 1] = str(bad)
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"{bad}:") and "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize("unit", UNITS, ids=[u.name for u in UNITS])

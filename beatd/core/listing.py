@@ -1,26 +1,56 @@
-"""`beatd list`: upcoming runs in time order, as a table or JSON. Pure: now is an argument."""
+"""`beatd list`: upcoming runs in time order, streamed as a table or JSON. Pure: now is an argument.
+
+Rows are produced lazily and printed as they come, so memory stays flat however many runs are
+asked for; the command caps their number at MAX_ROWS and says so.
+"""
 
 from __future__ import annotations
 
 import heapq
 import itertools
 import json
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import MAXYEAR, UTC, datetime, timedelta, tzinfo
+from typing import Any, Protocol
 
+from beatd.core.calendar import TIME_WIDTH, in_zone, next_fire, wall, zone_name
 from beatd.core.config import Job
 from beatd.core.describe import describe
 from beatd.core.durations import format_duration, format_left
 from beatd.core.jobstate import JobState
 from beatd.core.messages import iso_utc
-from beatd.core.schedules import Cron
+from beatd.core.schedules import Cron, Schedule
+
+MAX_ROWS = 100_000  # ~15 MB of table: more than anyone reads; the rest is a narrower question
+_HEAD = 1000  # rows measured for the column widths before the rest is streamed
+# Streamed columns cannot be measured to the end: room for any time, and for "23h 59min".
+_LEFT_WIDTH = 9
+_END = datetime(MAXYEAR, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
 class Run:
     at: datetime | None  # None: the job has no next run (disabled, or a one-off that is done)
     job: Job
+    note: str = ""  # what daylight saving does to this run, in the job's zone
+
+
+_Item = tuple[datetime, str, Run]  # sorted by time, then job name (Runs never get compared)
+
+
+class Progress(Protocol):
+    """What the state file says about a job (beatd.runtime.state.JobState)."""
+
+    @property
+    def last_slot(self) -> datetime | None: ...
+    @property
+    def published(self) -> int: ...
+    @property
+    def missed(self) -> int: ...
+    @property
+    def unroutable(self) -> int: ...
 
 
 def upcoming(
@@ -31,29 +61,77 @@ def upcoming(
 ) -> Iterator[Run]:
     """Runs after now in time order. With neither count nor until: each enabled job's next run.
 
-    Otherwise every run of the given jobs up to until, at most count of them; the merge is lazy,
-    so `--count 10` over 10,000 jobs computes about 10,000 next times, not millions.
+    Otherwise every run of the given jobs up to until, at most count of them; the merge is lazy
+    (one pending run per job), so `--count 10` over 10,000 jobs computes about 10,000 next
+    times, and a million runs never sit in memory at once.
     """
     enabled = [job for job in jobs if job.enabled]
     if count is None and until is None:
-        firsts = [(job.schedule.next_after(now), job) for job in enabled]
-        yield from sorted(
-            (Run(at, job) for at, job in firsts if at is not None),
-            key=lambda run: (run.at, run.job.name),
-        )
+        firsts = (_first(job, now) for job in enabled)
+        yield from (run for _, _, run in sorted(item for item in firsts if item is not None))
         return
-    # Runs at the same time come in job-name order, as above (Runs themselves do not compare).
-    merged: Iterator[tuple[datetime, str, Run]] = heapq.merge(*(_runs(job, now) for job in enabled))
+    merged: Iterator[_Item] = heapq.merge(*(_runs(job, now) for job in enabled))
     if until is not None:
         merged = itertools.takewhile(lambda item: item[0] <= until, merged)
     yield from (run for _, _, run in itertools.islice(merged, count))
 
 
-def _runs(job: Job, now: datetime) -> Iterator[tuple[datetime, str, Run]]:
-    at = job.schedule.next_after(now)
-    while at is not None:
-        yield at, job.name, Run(at, job)
-        at = job.schedule.next_after(at)
+def _runs(job: Job, now: datetime) -> Iterator[_Item]:
+    item = _first(job, now)
+    while item is not None:
+        yield item
+        item = _first(job, item[0])
+
+
+def _first(job: Job, t: datetime) -> _Item | None:
+    """The job's first run after t (its previous run, or now)."""
+    schedule = job.schedule
+    if not isinstance(schedule, Cron):
+        at = _next(schedule, t)
+        return None if at is None else (at, job.name, Run(at, job))
+    offset = schedule.offset
+    if not offset:  # most jobs: no jitter, no arithmetic
+        fire = next_fire(schedule.cron, t)
+        return None if fire is None else (fire.at, job.name, Run(fire.at, job, fire.note))
+    try:
+        fire = next_fire(schedule.cron, t - offset)
+        if fire is None:
+            return None
+        at = fire.at + offset
+    except OverflowError:  # jitter pushed it past year 9999: no more runs to show
+        return None
+    return at, job.name, Run(at, job, fire.note)
+
+
+def _next(schedule: Schedule, t: datetime) -> datetime | None:
+    try:
+        return schedule.next_after(t)
+    except OverflowError:  # past year 9999: `--now 9999-12-31T23:59:59`
+        return None
+
+
+def window_end(now: datetime, length: timedelta) -> datetime:
+    """now + length, or the end of the calendar if that is later."""
+    return now + length if _END - now > length else _END
+
+
+def with_inactive(runs: list[Run], jobs: Sequence[Job]) -> list[Run]:
+    """Append the jobs that have no next run (disabled, or done), so they are not hidden."""
+    shown = {run.job.name for run in runs}
+    return runs + [Run(None, job) for job in jobs if job.name not in shown]
+
+
+class Bounded:
+    """At most limit runs; after iterating, `cut` says whether more were left out."""
+
+    def __init__(self, runs: Iterator[Run], limit: int) -> None:
+        self._runs = runs
+        self.limit = limit
+        self.cut = False
+
+    def __iter__(self) -> Iterator[Run]:
+        yield from itertools.islice(self._runs, self.limit)
+        self.cut = next(self._runs, None) is not None
 
 
 def schedule_text(job: Job) -> str:
@@ -77,58 +155,102 @@ def schedule_words(job: Job) -> str:
     return f"{text} ({', '.join(notes)})" if notes else text
 
 
-def to_json(runs: Iterable[Run]) -> str:
-    rows = [
-        {
-            "job": run.job.name,
-            "task": run.job.task,
-            "at": iso_utc(run.at),
-            "local": run.at.astimezone(run.job.timezone).isoformat(),
-            "schedule": schedule_text(run.job),
-        }
-        for run in runs
-        if run.at is not None
-    ]
-    return json.dumps(rows, indent=2, ensure_ascii=False)
-
-
-def table(runs: Iterable[Run], states: Mapping[str, JobState], now: datetime) -> str:
-    """A `systemctl list-timers` style table with a count line at the end."""
-    header = ("NEXT", "LEFT", "LAST", "JOB", "SCHEDULE", "TASK")
-    rows = []
+def json_chunks(runs: Iterable[Run], states: Mapping[str, Progress]) -> Iterator[str]:
+    """One JSON array, one object per line, produced as the runs come."""
+    separator = "[\n"
     for run in runs:
+        yield separator + json.dumps(_record(run, states.get(run.job.name)), ensure_ascii=False)
+        separator = ",\n"
+    yield "[]\n" if separator == "[\n" else "\n]\n"
+
+
+def _record(run: Run, state: Progress | None) -> dict[str, Any]:
+    job = run.job
+    last = state.last_slot if state else None
+    return {
+        "job": job.name,
+        "task": job.task,
+        "at": None if run.at is None else iso_utc(run.at),
+        "local": None if run.at is None else in_zone(run.at, job.timezone).isoformat(),
+        "zone": zone_name(job.timezone),
+        "schedule": schedule_text(job),
+        "enabled": job.enabled,
+        "dst": run.note or None,
+        "last": None if last is None else iso_utc(last),
+        "published": state.published if state else 0,
+        "missed": state.missed if state else 0,
+        "unroutable": state.unroutable if state else 0,
+    }
+
+
+_Row = tuple[str, str, str, str, str, str, str]  # NEXT LEFT LAST JOB SCHEDULE TASK, and a note
+
+
+def table(
+    runs: Iterable[Run],
+    states: Mapping[str, Progress],
+    now: datetime,
+    zone: tzinfo | None,
+    *,
+    jobs: Sequence[Job] = (),
+    stream: bool = False,
+) -> Iterator[str]:
+    """A `systemctl list-timers` style table, line by line, with a count line at the end.
+
+    Times are in zone (None: each job's own). Unless stream, every row is measured before the
+    first is printed; streamed, the first _HEAD rows are, and if more follow, the cells of
+    every one of jobs and room for any time and countdown too.
+    """
+    where = "each job's zone" if zone is None else zone_name(zone)
+    header: _Row = (f"NEXT ({where})", "LEFT", "LAST", "JOB", "SCHEDULE", "TASK", "")
+    fixed: dict[str, tuple[str, str, str, str]] = {}  # per job: bounded by the file
+    counts: Counter[str] = Counter()
+
+    def static(job: Job) -> tuple[str, str, str, str]:
+        cells = fixed.get(job.name)
+        if cells is None:
+            state = states.get(job.name)
+            last = state.last_slot if state else None
+            last_text = "-" if last is None else wall(last, zone or job.timezone)
+            cells = fixed[job.name] = (last_text, job.name, schedule_words(job), job.task)
+        return cells
+
+    def row(run: Run) -> _Row:
         job = run.job
-        state = states.get(job.name)
-        last = state.last_slot if state else None
+        name = job.name
+        counts[name] = counts.get(name, 0) + 1
         if run.at is not None:
-            next_text, left = _local(run.at, job), format_left(run.at - now)
+            next_text, left = wall(run.at, zone or job.timezone), format_left(run.at - now)
         else:
             next_text, left = "-", "-" if job.enabled else "disabled"
-        last_text = _local(last, job) if last else "-"
-        rows.append((next_text, left, last_text, job.name, schedule_words(job), job.task))
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+        note = run.note
+        if note and zone is not None and zone_name(zone) != zone_name(job.timezone):
+            note = note.replace("DST:", f"DST in {zone_name(job.timezone)}:", 1)
+        return (next_text, left, *(fixed.get(name) or static(job)), note)
+
+    rows = map(row, runs)
+    head = list(itertools.islice(rows, _HEAD + 1)) if stream else list(rows)
+    measured: list[Sequence[str]] = [header, *head]
+    if len(head) > _HEAD:  # more follow: make room for any job's cells and any time
+        measured += [("", "", *static(job), "") for job in jobs]
+        measured.append(("x" * TIME_WIDTH, "x" * _LEFT_WIDTH, "", "", "", "", ""))
+    widths = [max(len(r[i]) for r in measured) for i in range(6)]
+    del measured
     line = "  ".join(f"{{:<{width}}}" for width in widths)  # each cell padded to its column
-    lines = [line.format(*row).rstrip() for row in [header, *rows]]
-    jobs = len({row[3] for row in rows})
-    summary = f"{jobs} {'job' if jobs == 1 else 'jobs'} listed."
-    if len(rows) != jobs:
-        summary = f"{len(rows)} runs of {summary}"
-    return "\n".join([*lines, "", summary])
+    for cells in itertools.chain([header], head, rows):
+        text = line.format(*cells)  # the note, cells[6], is not in the format: left out
+        yield f"{text}  {cells[6]}" if cells[6] else text.rstrip()
+    yield ""
+    yield _summary(counts)
 
 
-_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-
-
-def _local(moment: datetime, job: Job) -> str:
-    """Sat 2026-11-21 06:30:00 CET, in the job's zone (an f-string: strftime is 3x slower)."""
-    m = moment.astimezone(job.timezone)
-    return (
-        f"{_WEEKDAYS[m.weekday()]} {m.year:04d}-{m.month:02d}-{m.day:02d} "
-        f"{m.hour:02d}:{m.minute:02d}:{m.second:02d} {m.tzname()}"
-    )
-
-
-def with_inactive(runs: list[Run], jobs: Sequence[Job]) -> list[Run]:
-    """Append the jobs that have no next run (disabled, or done), so they are not hidden."""
-    shown = {run.job.name for run in runs}
-    return runs + [Run(None, job) for job in jobs if job.name not in shown]
+def _summary(counts: Counter[str]) -> str:
+    jobs, rows = len(counts), sum(counts.values())
+    text = f"{jobs} {'job' if jobs == 1 else 'jobs'} listed"
+    if rows == jobs:
+        return text + "."
+    text = f"{rows} runs of {text}"
+    name, most = counts.most_common(1)[0]
+    if jobs > 1 and most * 2 > rows:  # say who fills the table: `--job` shows the others
+        return f"{text} ({most} of them {name})."
+    return text + "."
