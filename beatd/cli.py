@@ -188,14 +188,20 @@ def _trigger(args: argparse.Namespace) -> int:
 
 
 def _import_celery(args: argparse.Namespace) -> int:
-    from beatd.compat import celery_import  # noqa: PLC0415  (imports celery: only for this command)
+    # celery is imported only for this command
+    from beatd.compat import celery_import, celery_load  # noqa: PLC0415
 
     if args.app is not None:
-        app, source = celery_import.load_app(args.app), args.app
+        app, source = celery_load.load_app(args.app), args.app
+        argv = [args.app]
     else:
-        app = celery_import.load_config_module(args.config_module)
+        app = celery_load.load_config_module(args.config_module)
         source = f"--config-module {args.config_module}"
-    result = celery_import.convert(app, source)
+        argv = ["--config-module", args.config_module]
+    varying, trouble = celery_load.find_varying(argv, celery_load.observe(app))
+    result = celery_import.convert(app, source, varying)
+    if trouble:
+        result.notes.append(trouble)
     sys.stdout.write(result.text)
     for line in result.notes:
         print(f"note: {line}", file=sys.stderr)
