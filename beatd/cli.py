@@ -6,16 +6,19 @@ Only this module turns a BeatdError into text on stderr and an exit code.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
+from typing import Any
 
 from beatd import __version__
-from beatd.core import durations, listing
+from beatd.core import durations, listing, values
 from beatd.core.config import Config, Job, read_config
 from beatd.core.errors import BeatdError, ConfigError
 from beatd.core.messages import iso_utc
@@ -94,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MODULE",
         help="read beat_schedule/CELERYBEAT_SCHEDULE and timezone from a plain config module",
     )
+    _add_import_crontab(commands)
     return parser
 
 
@@ -246,3 +250,109 @@ def _list(args: argparse.Namespace) -> int:
 def _aware(moment: datetime, zone: tzinfo) -> datetime:
     # In UTC, so `--until` adds real time: `now + 3h` on a zoned datetime adds wall-clock time.
     return (moment if moment.tzinfo else moment.replace(tzinfo=zone)).astimezone(UTC)
+
+
+def _add_import_crontab(commands: Any) -> None:
+    text = "Print a crontab as a beatd schedule file and a worker file (shell-string tasks)."
+    importer = commands.add_parser("import-crontab", help=text, description=text)
+    importer.set_defaults(func=_import_crontab)
+    importer.add_argument(
+        "files",
+        nargs="*",
+        metavar="FILE",
+        help="crontab files (default: yours, from `crontab -l`); /etc/crontab and "
+        "/etc/cron.d/* have a user field",
+    )
+    importer.add_argument(
+        "--system", action="store_true", help="the files have a user field (as /etc/crontab)"
+    )
+    importer.add_argument(
+        "--timezone", metavar="ZONE", help="the zone cron runs in (default: this machine's)"
+    )
+    importer.add_argument(
+        "-o",
+        "--output-dir",
+        metavar="DIR",
+        help="write DIR/beatd.yaml and DIR/worker.yaml instead of printing both",
+    )
+
+
+def _import_crontab(args: argparse.Namespace) -> int:
+    from beatd.compat import crontab_import as cti  # noqa: PLC0415
+
+    zone = args.timezone or _local_zone()
+    try:
+        values.parse_zone(zone)
+    except ValueError as exc:
+        raise BeatdError(f"--timezone: {exc}") from None
+    out = cti.Conversion()
+    for name, text in _crontabs(args.files):
+        system = args.system or name == "/etc/crontab" or name.startswith("/etc/cron.d/")
+        cti.parse(text, name, zone, system=system, out=out)
+    source = " ".join(args.files)
+    schedule, worker = cti.render(out, source or "(crontab -l)", zone)
+    if args.output_dir:
+        target = Path(args.output_dir)
+        paths = (target / "beatd.yaml", target / "worker.yaml")
+        for path in paths:
+            if path.exists():
+                raise BeatdError(f"{path}: exists; not overwriting it")
+        for path, content in zip(paths, (schedule, worker), strict=True):
+            _write(path, content)
+        print(f"wrote {paths[0]} ({len(out.entries)} jobs) and {paths[1]}", file=sys.stderr)
+    else:
+        sys.stdout.write(schedule + CRONTAB_SPLIT + "\n" + worker)
+    for line in out.notes:
+        print(f"note: {line}", file=sys.stderr)
+    for line in out.problems:
+        print(f"not converted: {line}", file=sys.stderr)
+    if out.problems:
+        count = len(out.problems)
+        print(f"beatd import-crontab: {len(out.entries)} converted, {count} not", file=sys.stderr)
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+CRONTAB_SPLIT = "# --- worker.yaml: the worker's file is everything below this line ---"
+
+
+def _crontabs(files: Sequence[str]) -> list[tuple[str, str]]:
+    if not files:
+        try:
+            done = subprocess.run(
+                ["crontab", "-l"], capture_output=True, text=True, timeout=30, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise BeatdError(f"crontab -l: {exc}") from None
+        if done.returncode != 0:
+            raise BeatdError(f"crontab -l: {done.stderr.strip() or done.returncode}")
+        return [("(crontab -l)", done.stdout)]
+    found = []
+    for name in files:
+        try:
+            found.append((name, Path(name).read_text(encoding="utf-8", errors="replace")))
+        except OSError as exc:
+            raise BeatdError(f"{name}: {exc.strerror or exc}") from None
+    return found
+
+
+def _local_zone() -> str:
+    """This machine's zone name, which cron runs in: $TZ, /etc/timezone, /etc/localtime."""
+    candidates = [os.environ.get("TZ", "").lstrip(":")]
+    with contextlib.suppress(OSError):
+        candidates.append(Path("/etc/timezone").read_text().strip())
+    with contextlib.suppress(OSError):
+        candidates.append(str(Path("/etc/localtime").readlink()).partition("zoneinfo/")[2])
+    for name in candidates:
+        with contextlib.suppress(ValueError):
+            if name:
+                values.parse_zone(name)
+                return name
+    return "UTC"
+
+
+def _write(path: Path, content: str) -> None:
+    try:
+        path.write_text(content, encoding="utf-8")
+    except OSError as exc:
+        raise BeatdError(f"{path}: {exc.strerror or exc}") from None
