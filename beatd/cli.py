@@ -98,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
         help="read beat_schedule/CELERYBEAT_SCHEDULE and timezone from a plain config module",
     )
     _add_import_crontab(commands)
+    _add_shell(commands)
     return parser
 
 
@@ -356,3 +357,62 @@ def _write(path: Path, content: str) -> None:
         path.write_text(content, encoding="utf-8")
     except OSError as exc:
         raise BeatdError(f"{path}: {exc.strerror or exc}") from None
+
+
+def _add_shell(commands: Any) -> None:
+    text = "Print a shell completion script (jobs and tasks are completed from the file)."
+    completion = commands.add_parser("completion", help=text, description=text)
+    completion.set_defaults(func=_completion)
+    completion.add_argument("shell", choices=("bash", "zsh"))
+    text = "Print this manual page (roff): `beatd man | man -l -`."
+    commands.add_parser("man", help=text, description=text).set_defaults(func=_man)
+    # Hidden (no help): what the completion scripts call for job and task names.
+    complete = commands.add_parser("_complete")
+    complete.set_defaults(func=_complete)
+    complete.add_argument("what", choices=("jobs", "tasks"))
+    complete.add_argument("-c", "--config", default=os.environ.get("BEATD_CONFIG", DEFAULT_CONFIG))
+
+
+def _completion(args: argparse.Namespace) -> int:
+    from beatd import shell  # noqa: PLC0415
+
+    script = shell.bash(_parser()) if args.shell == "bash" else shell.zsh(_parser())
+    sys.stdout.write(script)
+    return EXIT_OK
+
+
+def _man(args: argparse.Namespace) -> int:
+    from beatd import shell  # noqa: PLC0415
+
+    sys.stdout.write(shell.man(_parser(), __version__, MAN_SECTIONS))
+    return EXIT_OK
+
+
+MAN_SECTIONS = {
+    "exit status": """0 ok; 1 invalid input (a bad file, an unknown job, an unreachable broker for
+        trigger, an entry import-celery or import-crontab could not convert); 2 usage; 78
+        (EX_CONFIG) when a daemon cannot start from its file.""",
+    "environment": """BEATD_CONFIG: the file for -c (default /etc/beatd/beatd.yaml).
+
+        BEATD_BROKER_URL: the broker URL, which wins over the file's broker.url.
+
+        BEATD_LOG_LEVEL: DEBUG, INFO (default), WARNING or ERROR.""",
+    "files": """/etc/beatd/beatd.yaml: the schedule. /var/lib/beatd/state.db: the scheduler's
+        state under systemd.""",
+    "see also": """systemctl(1), crontab(5), and README.md of beatd for the file's keys.""",
+}
+
+
+def _complete(args: argparse.Namespace) -> int:
+    """Job or task names from the file, for the completion scripts: fast, and silent on any
+    problem (a half-edited file completes nothing rather than printing errors at a prompt)."""
+    import yaml  # noqa: PLC0415
+
+    try:
+        with Path(args.config).open(encoding="utf-8") as file:
+            data = yaml.load(file, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
+        names = data.get(args.what) or {}
+        print("\n".join(str(name) for name in names if " " not in str(name)))
+    except Exception:  # noqa: S110  (see the docstring)
+        pass
+    return EXIT_OK
