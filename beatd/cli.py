@@ -6,13 +6,16 @@ Only this module turns a BeatdError into text on stderr and an exit code.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
+from typing import Any
 
 from beatd import __version__
 from beatd.core import calendar, cron, durations, listing, values
@@ -116,6 +119,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MODULE",
         help="read beat_schedule/CELERYBEAT_SCHEDULE and timezone from a plain config module",
     )
+    _add_import_crontab(commands)
+    _add_shell(commands)
     return parser
 
 
@@ -225,14 +230,20 @@ def _trigger(args: argparse.Namespace) -> int:
 
 
 def _import_celery(args: argparse.Namespace) -> int:
-    from beatd.compat import celery_import  # noqa: PLC0415  (imports celery: only for this command)
+    # celery is imported only for this command
+    from beatd.compat import celery_import, celery_load  # noqa: PLC0415
 
     if args.app is not None:
-        app, source = celery_import.load_app(args.app), args.app
+        app, source = celery_load.load_app(args.app), args.app
+        argv = [args.app]
     else:
-        app = celery_import.load_config_module(args.config_module)
+        app = celery_load.load_config_module(args.config_module)
         source = f"--config-module {args.config_module}"
-    result = celery_import.convert(app, source)
+        argv = ["--config-module", args.config_module]
+    varying, trouble = celery_load.find_varying(argv, celery_load.observe(app))
+    result = celery_import.convert(app, source, varying)
+    if trouble:
+        result.notes.append(trouble)
     sys.stdout.write(result.text)
     for line in result.notes:
         print(f"note: {line}", file=sys.stderr)
@@ -319,3 +330,168 @@ def _aware(moment: datetime, zone: tzinfo) -> datetime:
         return (moment if moment.tzinfo else moment.replace(tzinfo=zone)).astimezone(UTC)
     except OverflowError:
         raise BeatdError(f"--now {moment.isoformat()}: outside years 1-9999 in UTC") from None
+
+
+def _add_import_crontab(commands: Any) -> None:
+    text = "Print a crontab as a beatd schedule file and a worker file (shell-string tasks)."
+    importer = commands.add_parser("import-crontab", help=text, description=text)
+    importer.set_defaults(func=_import_crontab)
+    importer.add_argument(
+        "files",
+        nargs="*",
+        metavar="FILE",
+        help="crontab files (default: yours, from `crontab -l`); /etc/crontab and "
+        "/etc/cron.d/* have a user field",
+    )
+    importer.add_argument(
+        "--system", action="store_true", help="the files have a user field (as /etc/crontab)"
+    )
+    importer.add_argument(
+        "--timezone", metavar="ZONE", help="the zone cron runs in (default: this machine's)"
+    )
+    importer.add_argument(
+        "-o",
+        "--output-dir",
+        metavar="DIR",
+        help="write DIR/beatd.yaml and DIR/worker.yaml instead of printing both",
+    )
+
+
+def _import_crontab(args: argparse.Namespace) -> int:
+    from beatd.compat import crontab_import as cti  # noqa: PLC0415
+
+    zone = args.timezone or _local_zone()
+    try:
+        values.parse_zone(zone)
+    except ValueError as exc:
+        raise BeatdError(f"--timezone: {exc}") from None
+    out = cti.Conversion()
+    for name, text in _crontabs(args.files):
+        system = args.system or name == "/etc/crontab" or name.startswith("/etc/cron.d/")
+        cti.parse(text, name, zone, system=system, out=out)
+    source = " ".join(args.files)
+    schedule, worker = cti.render(out, source or "(crontab -l)", zone)
+    if args.output_dir:
+        target = Path(args.output_dir)
+        paths = (target / "beatd.yaml", target / "worker.yaml")
+        for path in paths:
+            if path.exists():
+                raise BeatdError(f"{path}: exists; not overwriting it")
+        for path, content in zip(paths, (schedule, worker), strict=True):
+            _write(path, content)
+        print(f"wrote {paths[0]} ({len(out.entries)} jobs) and {paths[1]}", file=sys.stderr)
+    else:
+        sys.stdout.write(schedule + CRONTAB_SPLIT + "\n" + worker)
+    for line in out.notes:
+        print(f"note: {line}", file=sys.stderr)
+    for line in out.problems:
+        print(f"not converted: {line}", file=sys.stderr)
+    if out.problems:
+        count = len(out.problems)
+        print(f"beatd import-crontab: {len(out.entries)} converted, {count} not", file=sys.stderr)
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+CRONTAB_SPLIT = "# --- worker.yaml: the worker's file is everything below this line ---"
+
+
+def _crontabs(files: Sequence[str]) -> list[tuple[str, str]]:
+    if not files:
+        try:
+            done = subprocess.run(
+                ["crontab", "-l"], capture_output=True, text=True, timeout=30, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise BeatdError(f"crontab -l: {exc}") from None
+        if done.returncode != 0:
+            raise BeatdError(f"crontab -l: {done.stderr.strip() or done.returncode}")
+        return [("(crontab -l)", done.stdout)]
+    found = []
+    for name in files:
+        try:
+            found.append((name, Path(name).read_text(encoding="utf-8", errors="replace")))
+        except OSError as exc:
+            raise BeatdError(f"{name}: {exc.strerror or exc}") from None
+    return found
+
+
+def _local_zone() -> str:
+    """This machine's zone name, which cron runs in: $TZ, /etc/timezone, /etc/localtime."""
+    candidates = [os.environ.get("TZ", "").lstrip(":")]
+    with contextlib.suppress(OSError):
+        candidates.append(Path("/etc/timezone").read_text().strip())
+    with contextlib.suppress(OSError):
+        candidates.append(str(Path("/etc/localtime").readlink()).partition("zoneinfo/")[2])
+    for name in candidates:
+        with contextlib.suppress(ValueError):
+            if name:
+                values.parse_zone(name)
+                return name
+    return "UTC"
+
+
+def _write(path: Path, content: str) -> None:
+    try:
+        path.write_text(content, encoding="utf-8")
+    except OSError as exc:
+        raise BeatdError(f"{path}: {exc.strerror or exc}") from None
+
+
+def _add_shell(commands: Any) -> None:
+    text = "Print a shell completion script (jobs and tasks are completed from the file)."
+    completion = commands.add_parser("completion", help=text, description=text)
+    completion.set_defaults(func=_completion)
+    completion.add_argument("shell", choices=("bash", "zsh"))
+    text = "Print this manual page (roff): `beatd man | man -l -`."
+    commands.add_parser("man", help=text, description=text).set_defaults(func=_man)
+    # Hidden (no help): what the completion scripts call for job and task names.
+    complete = commands.add_parser("_complete")
+    complete.set_defaults(func=_complete)
+    complete.add_argument("what", choices=("jobs", "tasks"))
+    complete.add_argument("-c", "--config", default=os.environ.get("BEATD_CONFIG", DEFAULT_CONFIG))
+
+
+def _completion(args: argparse.Namespace) -> int:
+    from beatd import shell  # noqa: PLC0415
+
+    script = shell.bash(_parser()) if args.shell == "bash" else shell.zsh(_parser())
+    sys.stdout.write(script)
+    return EXIT_OK
+
+
+def _man(args: argparse.Namespace) -> int:
+    from beatd import shell  # noqa: PLC0415
+
+    sys.stdout.write(shell.man(_parser(), __version__, MAN_SECTIONS))
+    return EXIT_OK
+
+
+MAN_SECTIONS = {
+    "exit status": """0 ok; 1 invalid input (a bad file, an unknown job, an unreachable broker for
+        trigger, an entry import-celery or import-crontab could not convert); 2 usage; 78
+        (EX_CONFIG) when a daemon cannot start from its file.""",
+    "environment": """BEATD_CONFIG: the file for -c (default /etc/beatd/beatd.yaml).
+
+        BEATD_BROKER_URL: the broker URL, which wins over the file's broker.url.
+
+        BEATD_LOG_LEVEL: DEBUG, INFO (default), WARNING or ERROR.""",
+    "files": """/etc/beatd/beatd.yaml: the schedule. /var/lib/beatd/state.db: the scheduler's
+        state under systemd.""",
+    "see also": """systemctl(1), crontab(5), and README.md of beatd for the file's keys.""",
+}
+
+
+def _complete(args: argparse.Namespace) -> int:
+    """Job or task names from the file, for the completion scripts: fast, and silent on any
+    problem (a half-edited file completes nothing rather than printing errors at a prompt)."""
+    import yaml  # noqa: PLC0415
+
+    try:
+        with Path(args.config).open(encoding="utf-8") as file:
+            data = yaml.load(file, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
+        names = data.get(args.what) or {}
+        print("\n".join(str(name) for name in names if " " not in str(name)))
+    except Exception:  # noqa: S110  (see the docstring)
+        pass
+    return EXIT_OK

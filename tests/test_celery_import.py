@@ -18,9 +18,10 @@ from celery.signals import before_task_publish
 from kombu import Connection
 
 from beatd import cli
-from beatd.compat import celery_import
+from beatd.compat import celery_import, celery_load
 from beatd.compat.celery_codec import celery_message
-from beatd.compat.celery_import import UnconvertibleError, cron_expression, schedule_spec
+from beatd.compat.celery_schedules import UnconvertibleError, cron_expression, schedule_spec
+from beatd.core import listing
 from beatd.core.config import Config, Job, parse_config
 from beatd.core.messages import Run
 from beatd.core.schedules import Interval
@@ -48,7 +49,7 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Conf
     """The sample app and its conversion, written to a file and parsed as `beatd run` does."""
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(ROOT)
-        app = celery_import.load_app(SAMPLE)
+        app = celery_load.load_app(SAMPLE)
     conversion = celery_import.convert(app, SAMPLE)
     assert conversion.problems == []
     path = tmp_path_factory.mktemp("converted") / "beatd.yaml"
@@ -396,3 +397,88 @@ def test_what_the_users_module_prints_goes_to_stderr_not_into_the_yaml(
     assert "connecting" not in out
     [job] = parse_config(out, "noisy.yaml", {}).jobs
     assert job.name == "ping"
+
+
+# --- issue 13 findings ---------------------------------------------------------------------
+
+
+def runs_on(expression: str, zone: str, day: str) -> list[datetime]:
+    """Every run of `cron: expression` during one local day of zone, in UTC."""
+    [job] = parse_config(
+        f'timezone: {zone}\njobs:\n  j: {{cron: "{expression}", task: t}}\n', "t.yaml", {}
+    ).jobs
+    start = datetime.fromisoformat(day).replace(tzinfo=ZoneInfo(zone))
+    end = start + timedelta(days=1, hours=2)  # wall-clock day, longer across a fall-back
+    runs = listing.upcoming([job], start.astimezone(UTC) - timedelta(seconds=1), until=end)
+    return [
+        run.at
+        for run in runs
+        if run.at is not None and run.at.astimezone(start.tzinfo).date() == start.date()
+    ]
+
+
+def test_an_hour_list_equal_to_a_step_keeps_its_fixed_time_dst_behaviour() -> None:
+    # Europe/Berlin 2026: 02:00 CET jumps to 03:00 CEST on 29 March (01:00Z); 03:00 CEST falls
+    # back to 02:00 CET on 25 October (01:00Z). A list names fixed hours: 02:00 runs once on both
+    # days, as Celery runs it; `*/2` would skip it in March and run it twice in October.
+    listed = cron_of(minute=0, hour=",".join(str(h) for h in range(0, 24, 2)))
+    assert listed == "0 0-22/2 * * *"
+    spring = runs_on(listed, "Europe/Berlin", "2026-03-29")
+    assert len(spring) == 12
+    assert datetime(2026, 3, 29, 1, 0, tzinfo=UTC) in spring
+    autumn = runs_on(listed, "Europe/Berlin", "2026-10-25")
+    assert len(autumn) == 12
+    assert datetime(2026, 10, 25, 0, 0, tzinfo=UTC) in autumn  # 02:00 CEST, the first one
+    assert datetime(2026, 10, 25, 1, 0, tzinfo=UTC) not in autumn
+    assert cron_of(minute="0,15,30,45", hour=2) == "0-45/15 2 * * *"
+    assert cron_of(hour="*/2", minute=0) == "0 */2 * * *"  # a star stays a star
+
+
+def test_celerys_own_configuration_error_is_one_line_with_every_part_of_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = import_celery(capsys, "--config-module", "tests.celery_app.mixed_config")
+    assert (code, out) == (1, "")
+    [line] = err.splitlines()
+    assert "Cannot mix new and old setting keys" in line
+    assert "CELERY_TIMEZONE" in line and "-> timezone" in line
+
+
+def test_relative_daily_and_hourly_intervals_in_a_utc_app_become_exact_cron(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = import_celery(capsys, "tests.celery_app.relative:app")
+    assert code == 1
+    config = parse_config(out, "relative.yaml", {})
+    assert job_for(config, "daily").spec == "0 0 * * *"
+    assert job_for(config, "hourly").spec == "0 * * * *"
+    [two] = [line for line in err.splitlines() if "'two-hourly'" in line]
+    assert "relative=True" in two and "when beat started" in two
+
+
+def test_a_relative_daily_interval_outside_utc_is_refused_with_a_daily_example() -> None:
+    with pytest.raises(UnconvertibleError, match=r"'0 0 \* \* \*'"):
+        schedule_spec(timedelta(days=1), relative=True, zone=BERLIN)
+
+
+def test_a_timedelta_in_args_gets_a_hint_that_fits_a_timedelta(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, _, err = import_celery(capsys, "tests.celery_app.relative:app")
+    [line] = [line for line in err.splitlines() if "'timedelta-arg'" in line]
+    assert "args[0] is a timedelta" in line
+    assert "3600" in line
+    assert "quote" not in line
+
+
+def test_a_minute_picked_at_random_on_import_becomes_h(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = import_celery(capsys, "tests.celery_app.randomised:app")
+    assert code == 0, err
+    config = parse_config(out, "randomised.yaml", {})
+    assert job_for(config, "spread").spec == "H 4 * * *"
+    assert job_for(config, "fixed").spec == "7 4 * * *"
+    assert "minute differed between two imports" in out
+    [note] = [line for line in err.splitlines() if "'spread'" in line]
+    assert note.startswith("note: ") and "H" in note

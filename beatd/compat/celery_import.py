@@ -1,32 +1,30 @@
 """`beatd import-celery`: a Celery app's beat schedule as an equivalent beatd schedule file.
 
-Loading the app runs the user's module (I/O, like `celery -A`); everything after that converts
-the values it holds. celery is imported lazily and only here, typed Any at this boundary (it
-ships no type information). Nothing is silently dropped: what cannot be converted exactly is a
-problem naming the entry, and the caller exits non-zero.
+celery_load imports the app (running the user's module, like `celery -A`); this converts the
+values it holds, typed Any at this boundary (celery ships no type information). Nothing is
+silently dropped: what cannot be converted exactly is a problem naming the entry, and the caller
+exits non-zero.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import json
 import math
 import re
-import sys
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+from uuid import UUID
 
 import yaml
 
 from beatd.compat.celery_codec import DEFAULT_QUEUE
-from beatd.core import cron, durations, values
+from beatd.compat.celery_schedules import UnconvertibleError, exact_duration, schedule_spec
+from beatd.core import durations, values
 from beatd.core.config import JOB_NAME
-from beatd.core.describe import ranges
-from beatd.core.errors import BeatdError
 
 ENTRY_KEYS = ("task", "schedule", "args", "kwargs", "options", "relative")
 # Options celery beat passes to apply_async that beatd already does, or does better: it always
@@ -42,12 +40,6 @@ _SUPERSEDED: dict[str, tuple[object, ...] | None] = {
 _ROUTING = ("queue", "exchange", "routing_key", "exchange_type")
 # A worker falls back to the task's own limits when the message's are null (Request.__init__).
 _WORKER_APPLIES = ("time_limit", "soft_time_limit")
-# Week-of-month blocks: `weekday#n` in cron is that weekday on one of these days.
-_WEEKS = ((1, 7), (8, 14), (15, 21), (22, 28), (29, 31))
-
-
-class UnconvertibleError(ValueError):
-    """One value has no exact beatd equivalent; the message says why."""
 
 
 @dataclass
@@ -60,58 +52,12 @@ class Conversion:
     jobs: int = 0
 
 
-def load_app(spec: str) -> Any:
-    """Import MODULE:APP (or MODULE, found the way `celery -A` finds it) from the current
-    directory; raise BeatdError in one line if that fails."""
-    with _user_code(f"cannot import {spec!r}"):
-        utils = importlib.import_module("celery.app.utils")
-        base = importlib.import_module("celery.app.base")
-        imports = importlib.import_module("celery.utils.imports")
-        if ":" in spec:
-            module_name, _, attribute = spec.partition(":")
-            # import_from_cwd puts the current directory on sys.path, as `celery -A` does.
-            module = imports.import_from_cwd(module_name)
-            if not hasattr(module, attribute):
-                raise BeatdError(f"cannot import {spec!r}: {module_name} has no {attribute!r}")
-            app = getattr(module, attribute)
-        else:
-            app = utils.find_app(spec)  # module.app, module.celery, module.celery.app, ...
-        if not isinstance(app, base.Celery):
-            raise BeatdError(f"{spec!r} is a {type(app).__name__}, not a Celery app")
-        app.loader.import_default_modules()  # what `celery beat` does: registers the tasks
-        app.conf.beat_schedule  # noqa: B018  (loads the configuration, like beat)
-    return app
-
-
-def load_config_module(name: str) -> Any:
-    """A bare Celery app configured from a plain module (celeryconfig.py), old-style setting
-    names (CELERYBEAT_SCHEDULE, CELERY_TIMEZONE) included, as Celery itself reads them."""
-    with _user_code(f"cannot read config module {name!r}"):
-        base = importlib.import_module("celery.app.base")
-        app = base.Celery("beatd-import", set_as_current=False)
-        app.config_from_object(name)
-        app.conf.beat_schedule  # noqa: B018  (config_from_object is lazy: import it now)
-    return app
-
-
-@contextlib.contextmanager
-def _user_code(what: str) -> Iterator[None]:
-    # The user's module may print; stdout is the YAML, so that goes to stderr instead.
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
-    except BeatdError:
-        raise
-    except (Exception, SystemExit) as exc:
-        lines = str(exc).strip().splitlines()
-        detail = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-        if isinstance(exc, ModuleNotFoundError) and exc.name and exc.name in what:
-            detail += " (run beatd in the directory where `celery -A` works)"
-        raise BeatdError(f"{what}: {detail}") from exc
-
-
-def convert(app: Any, source: str) -> Conversion:
-    """Convert app.conf.beat_schedule (and timezone, broker) to beatd YAML."""
+def convert(
+    app: Any, source: str, varying: Mapping[str, frozenset[str]] | None = None
+) -> Conversion:
+    """Convert app.conf.beat_schedule (and timezone, broker) to beatd YAML. varying names, per
+    entry, the crontab fields that came out differently when the app was imported again."""
+    varying = varying or {}
     conf = app.conf
     out = Conversion(text="")
     where = f"{source}: "
@@ -144,11 +90,17 @@ def convert(app: Any, source: str) -> Conversion:
     taken: set[str] = set()
     for name, entry in schedule.items():
         try:
-            lines = _entry(app, str(name), entry)
+            lines = _entry(app, str(name), entry, zone, varying.get(str(name), frozenset()))
         except UnconvertibleError as exc:
             out.problems.append(f"{where}entry {str(name)!r}: {exc}")
             continue
         job_name = _job_name(str(name), taken)
+        if varying.get(str(name)):
+            fields = " and ".join(sorted(varying[str(name)]))
+            out.notes.append(
+                f"{where}entry {str(name)!r}: its {fields} differed between two imports of the "
+                "app (picked at random): written as H, a fixed value per job name"
+            )
         if job_name != name:
             out.notes.append(
                 f"{where}entry {str(name)!r}: renamed to {job_name!r} "
@@ -207,7 +159,7 @@ def _broker(conf: Any, out: Conversion, where: str) -> list[str]:
     ]
 
 
-def _entry(app: Any, name: str, entry: object) -> list[str]:
+def _entry(app: Any, name: str, entry: object, zone: tzinfo, hashed: frozenset[str]) -> list[str]:
     """The YAML lines of one job (under its name), or UnconvertibleError."""
     if not isinstance(entry, Mapping):
         raise UnconvertibleError(f"is a {type(entry).__name__}, not a mapping")
@@ -223,7 +175,9 @@ def _entry(app: Any, name: str, entry: object) -> list[str]:
         raise UnconvertibleError(f"task: {exc}") from None
     if "schedule" not in entry:
         raise UnconvertibleError("no schedule")
-    kind, spec, comment = schedule_spec(entry["schedule"], bool(entry.get("relative")))
+    kind, spec, comment = schedule_spec(
+        entry["schedule"], bool(entry.get("relative")), zone, hashed
+    )
     args = _json_value(list(entry.get("args") or ()), "args")
     kwargs = _json_value(dict(entry.get("kwargs") or {}), "kwargs")
     lines = [f"# celery: {comment}", f"{kind}: {_value(spec)}", f"task: {_value(task)}"]
@@ -238,146 +192,6 @@ def _entry(app: Any, name: str, entry: object) -> list[str]:
         f"{key}: {_value(value)}" for key, value in _options(app, task, args, kwargs, options)
     ]
     return lines
-
-
-def schedule_spec(value: Any, relative: bool = False) -> tuple[str, str, str]:
-    """(beatd key, value, what it was) for a beat entry's schedule: a number of seconds, a
-    timedelta, schedule(run_every), or crontab(...)."""
-    schedules = importlib.import_module("celery.schedules")
-    if isinstance(value, bool):
-        raise UnconvertibleError(f"schedule: {value!r} is not a schedule")
-    if isinstance(value, timedelta):
-        return _interval(value, relative, f"timedelta(seconds={value.total_seconds():g})")
-    if isinstance(value, int | float):
-        return _interval(timedelta(seconds=value), relative, f"{value!r} seconds")
-    if isinstance(value, schedules.crontab) and not _overrides(value, schedules.crontab):
-        fields = ("minute", "hour", "day_of_week", "day_of_month", "month_of_year")
-        given = ", ".join(
-            f"{f}={getattr(value, '_orig_' + f)!r}"
-            for f in fields
-            if getattr(value, "_orig_" + f) != "*"
-        )
-        starred = {f for f in fields if str(getattr(value, "_orig_" + f)).startswith("*")}
-        expression = cron_expression(
-            value.minute,
-            value.hour,
-            value.day_of_week,
-            value.day_of_month,
-            value.month_of_year,
-            starred=starred,
-        )
-        return "cron", expression, f"crontab({given})"
-    if isinstance(value, schedules.solar):
-        raise UnconvertibleError(
-            f"schedule: solar({value.event!r}, {value.lat}, {value.lon}) follows the sun at a "
-            "place; beatd has no solar schedules (use a cron time close to it)"
-        )
-    if type(value) is schedules.schedule:
-        return _interval(
-            value.run_every, relative or value.relative, f"schedule(run_every={value.run_every})"
-        )
-    raise UnconvertibleError(
-        f"schedule: {type(value).__module__}.{type(value).__qualname__} is a custom schedule "
-        "class; only numbers, timedelta, schedule and crontab convert"
-    )
-
-
-def _overrides(value: Any, base: type) -> bool:
-    """Whether a subclass decides due times itself (then its crontab fields are not the truth)."""
-    methods = ("is_due", "remaining_estimate", "remaining_delta")
-    return any(getattr(type(value), m, None) is not getattr(base, m, None) for m in methods)
-
-
-def _interval(every: timedelta, relative: bool, comment: str) -> tuple[str, str, str]:
-    if relative:
-        raise UnconvertibleError(
-            "relative=True rounds each run to the interval's resolution in the app's zone; "
-            "write it as a cron expression instead (e.g. every hour on the hour: '0 * * * *')"
-        )
-    text = durations.format_duration(every)
-    if not _exact_duration(every, text):
-        raise UnconvertibleError(
-            f"schedule: an interval of {every.total_seconds()!r} s is not a positive whole "
-            "number of milliseconds"
-        )
-    return "every", text, comment
-
-
-def _exact_duration(delta: timedelta, text: str) -> bool:
-    try:
-        return delta > timedelta(0) and durations.parse_duration(text) == delta
-    except ValueError:  # rounded to 0s
-        return False
-
-
-def cron_expression(
-    minute: Iterable[int],
-    hour: Iterable[int],
-    day_of_week: Iterable[int],
-    day_of_month: Iterable[int],
-    month_of_year: Iterable[int],
-    starred: Collection[str] = (),
-) -> str:
-    """The 5-field cron expression that fires exactly when Celery's crontab with these expanded
-    fields does (day_of_week 0 = Sunday, as in cron).
-
-    Celery requires day_of_month AND day_of_week to match; cron (Debian's and beatd's) ANDs them
-    only when one field starts with `*`, and ORs two restricted fields. Both restricted is
-    written with `weekday#n` or a `*`-prefixed step where that is exact, else refused.
-    starred names the fields written as `*...` in Celery, which stay so here: for beatd, as for
-    Debian cron, a `*` minute or hour means "every real matching instant" across DST changes.
-    """
-
-    def spell(name: str, found: set[int], low: int, high: int) -> str:
-        return _field(found, low, high, star=name in starred)
-
-    dow, dom = set(day_of_week), set(day_of_month)
-    minute_text, hour_text = spell("minute", set(minute), 0, 59), spell("hour", set(hour), 0, 23)
-    month_text = spell("month_of_year", set(month_of_year), 1, 12)
-    dom_text, dow_text = spell("day_of_month", dom, 1, 31), spell("day_of_week", dow, 0, 6)
-    if not dom_text.startswith("*") and not dow_text.startswith("*"):
-        weeks = [n for n, (a, b) in enumerate(_WEEKS, 1) if set(range(a, b + 1)) <= dom]
-        if dom == {d for n in weeks for d in range(_WEEKS[n - 1][0], _WEEKS[n - 1][1] + 1)}:
-            dom_text = "*"
-            dow_text = ",".join(f"{d}#{n}" for d in sorted(dow) for n in weeks)
-        elif (step := _star_step(dom, 1, 31)) is not None:
-            dom_text = f"*/{step}"
-        elif (step := _star_step(dow, 0, 6)) is not None:
-            dow_text = f"*/{step}"
-        elif dom == {1}:
-            dom_text = "*/31"  # only the 1st, and `*`-prefixed so that cron ANDs it
-        else:
-            raise UnconvertibleError(
-                f"crontab day_of_month {dom_text} with day_of_week {dow_text}: Celery runs on "
-                "days matching both, cron on days matching either, and no cron expression says "
-                "exactly this; split it into jobs or restrict only one of the two"
-            )
-    text = f"{minute_text} {hour_text} {dom_text} {month_text} {dow_text}"
-    cron.parse(text)  # a bug here must not reach the output
-    return text
-
-
-def _field(found: set[int], low: int, high: int, *, star: bool = False) -> str:
-    if found == set(range(low, high + 1)):
-        return "*"
-    step = _star_step(found, low, high)
-    if step is not None and (star or len(found) >= 3):
-        return f"*/{step}"
-    ordered = sorted(found)
-    if len(ordered) >= 3:
-        step = ordered[1] - ordered[0]
-        if step > 1 and ordered == list(range(ordered[0], ordered[-1] + 1, step)):
-            return f"{ordered[0]}-{ordered[-1]}/{step}"
-    return ranges(tuple(ordered))
-
-
-def _star_step(found: set[int], low: int, high: int) -> int | None:
-    """n if found is exactly `*/n` over [low, high] with at least two values, else None."""
-    ordered = sorted(found)
-    if len(ordered) < 2 or ordered[0] != low:
-        return None
-    step = ordered[1] - ordered[0]
-    return step if ordered == list(range(low, high + 1, step)) else None
 
 
 def _options(
@@ -458,7 +272,7 @@ def _expires(value: Any) -> str:
         raise UnconvertibleError(f"options: expires={value!r} is not seconds or a timedelta")
     delta = value if isinstance(value, timedelta) else timedelta(seconds=value)
     text = durations.format_duration(delta)
-    if not _exact_duration(delta, text):
+    if not exact_duration(delta, text):
         raise UnconvertibleError(
             f"options: expires={value!r} is not a positive whole number of milliseconds"
         )
@@ -466,12 +280,46 @@ def _expires(value: Any) -> str:
 
 
 def _json_value(value: Any, what: str) -> Any:
+    hint = _celery_value_hint(value, what)
+    if hint:
+        raise UnconvertibleError(hint)
     try:
         if what == "args":
             return values.json_list(value)
         return values.json_mapping(value)
     except ValueError as exc:
         raise UnconvertibleError(f"{what}: {exc}") from None
+
+
+def _celery_value_hint(value: Any, path: str, depth: int = 0) -> str | None:
+    """What to do about the first Python value in args/kwargs that JSON has no form for and
+    that Celery's pickle or kombu's JSON would have carried (a timedelta, a datetime, ...)."""
+    if depth > 50:
+        return None  # values.json_list reports it; a nested structure this deep is not config
+    if isinstance(value, dict):
+        found = (_celery_value_hint(v, f"{path}[{k!r}]", depth + 1) for k, v in value.items())
+        return next((hint for hint in found if hint), None)
+    if isinstance(value, list | tuple):
+        found = (_celery_value_hint(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value))
+        return next((hint for hint in found if hint), None)
+    if isinstance(value, timedelta):
+        return (
+            f"{path} is a timedelta ({value!r}): beatd sends JSON; pass its seconds "
+            f"({value.total_seconds():g}) and make the timedelta in the task"
+        )
+    if isinstance(value, datetime | date | time):
+        return (
+            f"{path} is a {type(value).__name__} ({value!r}): a fixed value in every run, "
+            f"sent as JSON by beatd; pass {value.isoformat()!r} and parse it in the task"
+        )
+    if isinstance(value, Decimal | UUID):
+        return (
+            f"{path} is a {type(value).__name__} ({value!r}): beatd sends JSON; pass "
+            f"{str(value)!r} and convert it in the task"
+        )
+    if isinstance(value, set | frozenset | bytes):
+        return f"{path} is a {type(value).__name__}: beatd sends JSON; pass a list or a string"
+    return None
 
 
 def _flow(value: Any, what: str) -> str:

@@ -29,7 +29,7 @@ class EveryOtherTuesday(crontab):
 app.conf.beat_schedule = {
     "fine": {"task": "x.fine", "schedule": 60},
     "at-sunset": {"task": "x.lights", "schedule": sunset},
-    "relative-interval": {"task": "x.hourly", "schedule": 3600, "relative": True},
+    "relative-interval": {"task": "x.two", "schedule": 7200, "relative": True},
     "second-and-third-on-mondays": {
         "task": "x.odd",
         "schedule": crontab(minute=0, hour=9, day_of_week="mon", day_of_month="2,3"),
