@@ -44,22 +44,27 @@ def task_job(
     expires: Expires = None,
     job: str | None = None,
     now: datetime,
+    where: str = "publish",
 ) -> Job:
     """A one-off job for a bare task (validated like the file's jobs); BeatdError names the
     argument that is wrong."""
-    checked_task = _check("task", values.task_name, task)
+    checked_task = _check(where, "task", values.task_name, task)
     name = job if job is not None else checked_task
     if not isinstance(name, str) or not JOB_NAME.match(name):
         hint = "" if job is not None else " (the task name is the default job name: pass job=)"
         raise BeatdError(
-            f"publish: job {name!r}: a job name is 1-200 letters, digits and _ . : / - "
+            f"{where}: job {name!r}: a job name is 1-200 letters, digits and _ . : / - "
             f"characters{hint}"
         )
     if isinstance(args, str | bytes) or not isinstance(args, Sequence):
-        raise BeatdError(f"publish: args: must be a list or tuple, got {values.kind(args)}")
-    checked_args = _check("args", values.json_list, list(args))
-    checked_kwargs = _check("kwargs", values.json_mapping, dict(kwargs or {}))
-    key = None if routing_key is None else _check("routing_key", values.routing_key, routing_key)
+        raise BeatdError(f"{where}: args: must be a list or tuple, got {values.kind(args)}")
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise BeatdError(f"{where}: kwargs: must be a mapping, got {values.kind(kwargs)}")
+    checked_args = _check(where, "args", values.json_list, list(args))
+    checked_kwargs = _check(where, "kwargs", values.json_mapping, dict(kwargs or {}))
+    key = None
+    if routing_key is not None:
+        key = _check(where, "routing_key", values.routing_key, routing_key)
     return Job(
         name=name,
         task=checked_task,
@@ -80,14 +85,14 @@ def expires_of(value: Expires) -> timedelta | None:
         if value is not None and value <= timedelta(0):
             raise BeatdError(f"publish: expires: {value} must be positive")
         return value
-    parsed: timedelta = _check("expires", durations.parse_duration, value)
+    parsed: timedelta = _check("publish", "expires", durations.parse_duration, value)
     return parsed
 
 
-def _check(name: str, convert: Any, value: object) -> Any:
+def _check(where: str, name: str, convert: Any, value: object) -> Any:
     try:
         return convert(value)
     except ValueError as exc:
         # The file's advice ("quote it") means nothing to a Python caller.
         text = str(exc).removesuffix("; quote it to pass a string")
-        raise BeatdError(f"publish: {name}: {text}") from None
+        raise BeatdError(f"{where}: {name}: {text}") from None
