@@ -10,6 +10,7 @@ import textwrap
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,8 +20,9 @@ from beatd.client import AsyncClient, Client
 from beatd.client.runs import message, task_job
 from beatd.core.config import read_config
 from beatd.core.errors import BeatdError, BrokerError
-from beatd.core.messages import parse_beatd
-from tests.rabbit import AMQP_URL, Rabbit
+from beatd.core.messages import Outgoing, parse_beatd
+from beatd.runtime.rabbitmq import Outcome
+from tests.rabbit import AMQP_URL, Rabbit, TcpProxy, wait_until
 
 NOW = datetime(2026, 11, 21, 5, 30, tzinfo=UTC)
 MANUAL_ID = re.compile(r"^(?P<job>[^@]+)@manual-[0-9a-f]{8}-[0-9a-f-]{27}$")
@@ -318,3 +320,77 @@ def test_an_async_client_refuses_a_second_event_loop(rabbit: Rabbit, tmp_path: P
                 await asyncio.to_thread(asyncio.run, beat.publish("t.second"))
 
     asyncio.run(main_())
+
+
+def test_the_client_reconnects_after_the_network_was_cut(
+    rabbit: Rabbit, proxy: TcpProxy, tmp_path: Path
+) -> None:
+    exchange = rabbit.name("ex")
+    queue = rabbit.queue(exchange)
+    with Client(schedule(tmp_path, exchange, proxy.url), timeout_s=0.5) as beat:
+        before = beat.publish("t.before")
+        proxy.cut()
+        wait_until(lambda: not beat.connected, 5, "the client to notice the cut")
+        with pytest.raises(
+            BrokerError, match=r"within 0\.5s; run t\.during@manual-.* not published"
+        ):
+            beat.publish("t.during")
+        proxy.restore()
+        wait_until(lambda: beat.connected, 10, "the client to reconnect")
+        after = beat.publish("t.after")
+    assert [m.json["id"] for m in rabbit.wait_for(queue, 2)] == [before, after]
+
+
+class FakeChannel:
+    """Answers each publish with the next outcome from a script."""
+
+    def __init__(self, outcomes: list[Outcome]) -> None:
+        self.outcomes = outcomes
+        self.sent: list[str] = []
+        self.declared: list[str] = []
+
+    async def declare_exchange(self, name: str, kind: str) -> None:
+        self.declared.append(f"{name}/{kind}")
+
+    async def publish(self, messages: list[Outgoing]) -> list[Outcome]:
+        self.sent += [m.run.id for m in messages]
+        return [self.outcomes.pop(0)]
+
+
+class FakeLink:
+    def __init__(self, channel: FakeChannel) -> None:
+        self._channel = channel
+
+    async def channel(self, timeout: float | None = None) -> FakeChannel:
+        return self._channel
+
+    def channel_now(self) -> FakeChannel:
+        return self._channel
+
+
+def send_with(tmp_path: Path, outcomes: list[Outcome]) -> tuple[FakeChannel, Any]:
+    channel = FakeChannel(outcomes)
+    beat = AsyncClient(schedule(tmp_path, "ex", DEAD_URL))
+
+    async def go() -> Any:
+        beat._loop, beat._link = asyncio.get_running_loop(), FakeLink(channel)  # type: ignore[assignment]
+        try:
+            return await beat.publish("t.fake")
+        except BrokerError as exc:
+            return exc
+
+    return channel, asyncio.run(go())
+
+
+def test_a_run_lost_with_its_channel_is_sent_again_under_the_same_id(tmp_path: Path) -> None:
+    channel, run_id = send_with(tmp_path, [Outcome.LOST, Outcome.CONFIRMED])
+    assert channel.sent == [run_id, run_id]  # the worker drops a copy that did arrive
+    assert channel.declared == ["ex/topic"]  # once per channel
+
+
+def test_a_nacked_or_thrice_lost_run_raises(tmp_path: Path) -> None:
+    _, nacked = send_with(tmp_path, [Outcome.NACKED])
+    assert isinstance(nacked, BrokerError) and "the broker refused it (nack)" in str(nacked)
+    channel, lost = send_with(tmp_path, [Outcome.LOST] * 3)
+    assert isinstance(lost, BrokerError) and len(channel.sent) == 3
+    assert str(lost).endswith("the connection dropped before the broker confirmed it, 3 times")
