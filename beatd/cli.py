@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import json
 import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
@@ -71,7 +73,14 @@ def _parser() -> argparse.ArgumentParser:
         return sub
 
     command("run", _run, "Run the scheduler daemon in the foreground (systemd daemonises).")
-    command("worker", _worker, "Run the executor daemon: consume runs and execute their tasks.")
+    worker = command("worker", _worker, "Run the executor daemon: consume runs and execute tasks.")
+    worker.add_argument(
+        "--run",
+        metavar="TASK",
+        help="run TASK once in the foreground, as the worker would, without a broker",
+    )
+    worker.add_argument("--args", metavar="JSON", help="with --run: the args, a JSON array")
+    worker.add_argument("--kwargs", metavar="JSON", help="with --run: the kwargs, a JSON object")
     checker = command("check", _check, "Validate the file: a summary line, or every problem.")
     checker.add_argument(
         "--skip-tasks",
@@ -213,8 +222,60 @@ def _run(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from beatd.worker import daemon as worker  # noqa: PLC0415
 
+    if args.run is not None:
+        return _run_inline(args)
+    if args.args is not None or args.kwargs is not None:
+        print("beatd worker: --args and --kwargs go with --run TASK", file=sys.stderr)
+        return EXIT_USAGE
     setup_logging()
     return worker.run(args.config, os.environ)
+
+
+def _run_inline(args: argparse.Namespace) -> int:
+    """`beatd worker --run TASK`: one run in the foreground; its output on ours, its status
+    as ours, and the worker's own summary line when it did not succeed."""
+    import asyncio  # noqa: PLC0415  (not for `list` and `check`: see _trigger)
+
+    from beatd import testing  # noqa: PLC0415
+    from beatd.worker import runner  # noqa: PLC0415
+
+    call_args = _json_option(args.args, "--args", list, "a JSON array, like '[30, \"a\"]'")
+    call_kwargs = _json_option(args.kwargs, "--kwargs", dict, "a JSON object, like '{\"a\": 1}'")
+    if call_args is None or call_kwargs is None:
+        return EXIT_USAGE
+    task = testing.load_task(args.config, args.run, os.environ)
+    run = testing.invocation(args.run, call_args, call_kwargs, now=datetime.now(UTC))
+    started = time.monotonic()
+    with testing.echoed(sys.stdout, sys.stderr):
+        result = asyncio.run(runner.run(task, run, os.environ, runner.Threads(1)))
+    took = time.monotonic() - started
+    if task.function is not None and result.output:  # a callable's return value or traceback
+        ok = result.status is runner.Status.SUCCEEDED
+        print(result.output.rstrip("\n"), file=sys.stdout if ok else sys.stderr)
+    if result.status is not runner.Status.SUCCEEDED:
+        reason = "timed_out" if result.status is runner.Status.TIMED_OUT else "failed"
+        print(
+            f"beatd: run {run.run_id} (task {run.task}): {reason} after {took:.3f}s "
+            f"({result.detail})",
+            file=sys.stderr,
+        )
+    return testing.exit_status(result)
+
+
+def _json_option(text: str | None, option: str, kind: type, shape: str) -> Any:
+    """The option's JSON value (an empty list/dict when not given); None after printing why
+    it is unusable."""
+    if text is None:
+        return kind()
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        print(f"beatd worker: {option}: not JSON ({exc}); give {shape}", file=sys.stderr)
+        return None
+    if not isinstance(value, kind):
+        print(f"beatd worker: {option}: got {type(value).__name__}; give {shape}", file=sys.stderr)
+        return None
+    return value
 
 
 def _trigger(args: argparse.Namespace) -> int:

@@ -19,7 +19,6 @@ from beatd.core.calendar import TIME_WIDTH, in_zone, next_fire, wall, zone_name
 from beatd.core.config import Job
 from beatd.core.describe import describe
 from beatd.core.durations import format_duration, format_left
-from beatd.core.jobstate import JobState
 from beatd.core.messages import iso_utc
 from beatd.core.schedules import Cron, Schedule
 
