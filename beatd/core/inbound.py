@@ -57,8 +57,9 @@ _TEXT_PROPERTIES = (
 def _property_problem(p: Properties) -> str:
     for name in _TEXT_PROPERTIES:
         value = getattr(p, name)
-        if value is not None and not isinstance(value, str):  # pika: bytes if not UTF-8
-            return f"property {name} is not UTF-8 text"
+        # pika gives bytes for a short string that is not UTF-8
+        if value is not None and (not isinstance(value, str) or not _short_ok(value)):
+            return f"property {name} is not UTF-8 text of at most 255 bytes"
     content_type = (p.content_type or "application/json").split(";")[0].strip().lower()
     if content_type != "application/json":
         return f"content_type {p.content_type!r} is not application/json"
@@ -72,7 +73,7 @@ def _property_problem(p: Properties) -> str:
 
 
 def _header_problem(headers: Mapping[Any, Any]) -> str:
-    fields = _fields_ok(headers, 1, MAX_HEADER_FIELDS)
+    fields = _fields_ok(headers, 1, MAX_HEADER_FIELDS, floats=True)
     if fields < 0:
         return (
             f"headers hold more than {MAX_HEADER_FIELDS} fields, nest more than "
@@ -84,44 +85,48 @@ def _header_problem(headers: Mapping[Any, Any]) -> str:
     return ""
 
 
-def _fields_ok(table: Mapping[Any, Any], depth: int, budget: int) -> int:
+def _fields_ok(table: Mapping[Any, Any], depth: int, budget: int, *, floats: bool) -> int:
     """What is left of budget after checking a table; -1 if it is out of bounds. Recursion
     is bounded by MAX_HEADER_DEPTH, the walk by the budget."""
     for key, value in table.items():
         budget -= 1
-        if budget < 0 or not _key_ok(key):
+        if budget < 0 or not _short_ok(key):
             return -1
-        budget = _value_ok(value, depth, budget)
+        budget = _value_ok(value, depth, budget, floats=floats)
         if budget < 0:
             return -1
     return budget
 
 
-def _key_ok(key: object) -> bool:
-    if isinstance(key, str):
+def _short_ok(text: object) -> bool:
+    """An AMQP short string pika can encode: at most 255 bytes of UTF-8 (or raw bytes)."""
+    if isinstance(text, str):
         try:
-            return len(key.encode()) <= 255  # an AMQP short string
+            return len(text.encode()) <= 255
         except UnicodeEncodeError:
             return False
-    return isinstance(key, bytes) and len(key) <= 255
+    return isinstance(text, bytes) and len(text) <= 255
 
 
-def _value_ok(value: object, depth: int, budget: int) -> int:
-    """Whether pika can encode value again (what it decodes, it can), as _fields_ok."""
+def _value_ok(value: object, depth: int, budget: int, *, floats: bool) -> int:
+    """Whether value is in bounds and pika can encode it again, as _fields_ok. pika decodes
+    floats but cannot encode them (1.4): a float header is admitted, never sent on."""
     if isinstance(value, dict | list):
         if depth >= MAX_HEADER_DEPTH:
             return -1
         if isinstance(value, dict):
-            return _fields_ok(value, depth + 1, budget)
+            return _fields_ok(value, depth + 1, budget, floats=floats)
         for item in value:
             budget -= 1
             if budget < 0:
                 return -1
-            budget = _value_ok(item, depth + 1, budget)
+            budget = _value_ok(item, depth + 1, budget, floats=floats)
             if budget < 0:
                 return -1
         return budget
-    if value is None or isinstance(value, bool | float | bytes):
+    if isinstance(value, float):
+        return budget if floats else -1
+    if value is None or isinstance(value, bool | bytes):
         return budget
     if isinstance(value, int):
         return budget if -_INT64 <= value < _INT64 else -1
@@ -167,8 +172,13 @@ def sendable_headers(headers: object) -> tuple[dict[Any, Any], int]:
         return kept, 0
     dropped = 0
     for key, value in headers.items():
-        if _key_ok(key) and _value_ok(value, 1, MAX_HEADER_FIELDS) >= 0:
+        if _short_ok(key) and _value_ok(value, 1, MAX_HEADER_FIELDS, floats=False) >= 0:
             kept[key] = value
         else:
             dropped += 1
     return kept, dropped
+
+
+def sendable_text(value: str | None) -> str | None:
+    """A short-string property as it can be sent on, or None."""
+    return value if value is None or _short_ok(value) else None

@@ -58,6 +58,8 @@ class Decision:
 
 
 def attempt_of(headers: Mapping[str, Any]) -> int:
+    if not isinstance(headers, Mapping):  # admit() refuses such a message; this must not raise
+        return 1
     value = headers.get(ATTEMPT_HEADER)
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
 
@@ -165,9 +167,17 @@ def onward(
     if dropped:
         kept[DROPPED_HEADER] = dropped
     timestamp = properties.timestamp
+    # What pika decoded it can encode; a Properties built otherwise may not be (over 255 bytes).
+    text = inbound.sendable_text
     return replace(
         properties,
-        message_id=message_id if message_id is not None else properties.message_id,
+        message_id=message_id or text(properties.message_id) or "",
+        content_type=text(properties.content_type) or "",
+        content_encoding=text(properties.content_encoding),
+        type=text(properties.type),
+        app_id=text(properties.app_id) or "",
+        correlation_id=text(properties.correlation_id),
+        reply_to=text(properties.reply_to),
         expiration=None,
         delivery_mode=2,
         timestamp=timestamp if timestamp is None or 0 <= timestamp < 2**64 else None,
