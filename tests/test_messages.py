@@ -9,7 +9,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from beatd.core.config import parse_config
-from beatd.core.messages import Run, Trigger, beatd_message, parse_beatd, slot_id
+from beatd.core.messages import (
+    DEFAULT_MAX_BODY,
+    MAX_DEPTH,
+    MalformedMessage,
+    Run,
+    Trigger,
+    beatd_message,
+    parse_beatd,
+    slot_id,
+)
 
 SLOT = datetime(2026, 11, 21, 5, 30, tzinfo=UTC)
 PUBLISHED = SLOT + timedelta(milliseconds=4)
@@ -136,3 +145,107 @@ def test_a_published_message_parses_back() -> None:
 def test_a_malformed_body_is_refused_with_the_reason(body: bytes, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         parse_beatd(body)
+
+
+GOOD = {
+    "v": 1,
+    "id": "job@20261121T053000Z",
+    "job": "job",
+    "task": "t",
+    "args": [30],
+    "kwargs": {"dry_run": False},
+    "scheduled_at": "2026-11-21T05:30:00Z",
+    "published_at": "2026-11-21T05:30:00.004Z",
+    "expires_at": None,
+    "trigger": "schedule",
+}
+
+
+def body_with(**fields: object) -> bytes:
+    return json.dumps({**GOOD, **fields}).encode()
+
+
+def raw_with(key: str, raw_json: str) -> bytes:
+    """GOOD with one field's JSON text given literally (escapes json.dumps would not write)."""
+    data = {**GOOD, key: "@@"}
+    return json.dumps(data).replace('"@@"', raw_json).encode()
+
+
+# Each of these once wedged a worker (issue 9 item 9) or smuggled something past it (issue 9
+# item 16, issue 12): every one must be refused with MalformedMessage, and nothing else.
+POISON: dict[str, bytes] = {
+    "100,000 [": b"[" * 100_000,
+    "50,000 nested objects": b'{"a":' * 50_000,
+    "nesting just past the limit in args": raw_with("args", "[" * 40 + "]" * 40),
+    "year 1 with a positive offset": body_with(scheduled_at="0001-01-01T00:00:00+01:00"),
+    "year 9999 with a negative offset": body_with(expires_at="9999-12-31T23:59:59-01:00"),
+    "a lone surrogate in the id": raw_with("id", '"\\ud800"'),
+    "a lone surrogate deep in kwargs": raw_with("kwargs", '{"a": [{"b": "x\\udfff"}]}'),
+    "a lone surrogate as a kwargs key": raw_with("kwargs", '{"\\udc00": 1}'),
+    "a newline in the id": body_with(id="job@x\nbeatd.worker: run forged: succeeded"),
+    "a carriage return in the job": body_with(job="job\r"),
+    "an escape sequence in the task": body_with(task="t\x1b[2J"),
+    "a right-to-left override in the job": body_with(job="job\u202egnp.exe"),
+    "a space in the task": body_with(task="a task"),
+    "an id over 255 bytes": body_with(id="j@" + "é" * 127),
+    "an empty id": body_with(id=""),
+    "a number as the id": body_with(id=7),
+    "v is true": body_with(v=True),
+    "v is 1.0": body_with(v=1.0),
+    "an unknown trigger": body_with(trigger="whenever"),
+    "NaN in args": raw_with("args", "[NaN]"),
+    "Infinity in kwargs": raw_with("kwargs", '{"x": -Infinity}'),
+    "a key given twice": b'{"task":"evil",' + body_with()[1:],
+    "an int of 5,000 digits": raw_with("args", "[" + "9" * 5000 + "]"),
+    "UTF-16": json.dumps(GOOD).encode("utf-16"),
+    "a UTF-8 byte order mark": b"\xef\xbb\xbf" + body_with(),
+    "invalid UTF-8": body_with(job="job\udcff").replace(b"\\udcff", b"\xff"),
+    "an encoded surrogate": body_with().replace(b'"job"', b'"\xed\xa0\x80"', 1),
+    "a time that is not a string": body_with(scheduled_at=1_700_000_000),
+    "a time of 2,000 characters": body_with(scheduled_at="2026" * 500),
+    "args as a string": body_with(args="--help"),
+    "kwargs as a list": body_with(kwargs=[]),
+    "empty": b"",
+}
+
+
+@pytest.mark.parametrize("case", list(POISON))
+def test_a_poison_body_is_refused_with_malformed_message_and_nothing_else(case: str) -> None:
+    with pytest.raises(MalformedMessage) as caught:
+        parse_beatd(POISON[case])
+    reason = str(caught.value)
+    assert reason and "\n" not in reason and len(reason) < 300
+    reason.encode()  # no lone surrogate copied into the reason: it goes into a header
+
+
+def test_a_malformed_message_is_a_value_error_so_callers_that_catch_that_still_work() -> None:
+    assert issubclass(MalformedMessage, ValueError)
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_parsed() -> None:
+    body = body_with(args=["x" * 2000])
+    assert parse_beatd(body).args == ["x" * 2000]
+    with pytest.raises(MalformedMessage, match=rf"body is {len(body)} bytes, over the 1024"):
+        parse_beatd(body, max_body=1024)
+    assert DEFAULT_MAX_BODY == 1024 * 1024
+    with pytest.raises(MalformedMessage, match="over the"):
+        parse_beatd(b" " * (DEFAULT_MAX_BODY + 1))
+
+
+def test_unicode_names_and_escaped_pairs_are_fine() -> None:
+    received = parse_beatd(raw_with("args", '["\\ud83d\\ude00", "M\\u00e4rz"]'))
+    assert received.args == ["\U0001f600", "März"]
+    assert parse_beatd(body_with(job="Bericht-März", id="Bericht-März@x")).job == "Bericht-März"
+
+
+def test_nesting_up_to_the_limit_is_fine() -> None:
+    depth = MAX_DEPTH - 1  # the body object itself is one level
+    received = parse_beatd(raw_with("args", "[" * depth + "]" * depth))
+    assert received.args is not None
+    many_flat = parse_beatd(body_with(args=[[n] for n in range(1000)]))
+    assert len(many_flat.args) == 1000
+
+
+def test_times_far_from_now_that_still_fit_are_fine() -> None:
+    received = parse_beatd(body_with(scheduled_at="0001-01-01T01:00:00+01:00"))
+    assert received.scheduled_at == datetime(1, 1, 1, tzinfo=UTC)

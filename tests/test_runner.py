@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from beatd.core.commands import ArgsMode, ArgsPolicy
 from beatd.core.config import TaskConfig
 from beatd.core.errors import ConfigError
 from beatd.worker import runner
@@ -70,17 +71,17 @@ print(json.dumps({
 """
 
 
-def test_a_command_gets_args_appended_as_strings_the_message_on_stdin_and_the_run_env(
+def test_a_command_gets_args_after_the_separator_the_message_on_stdin_and_the_run_env(
     tmp_path: Path,
 ) -> None:
     task = command_task(sys.executable, "-c", SHOW, "--first", cwd=str(tmp_path),
-                        env={"GREETING": "hi"})  # fmt: skip
+                        env={"GREETING": "hi"}, args=ArgsPolicy(ArgsMode.APPEND))  # fmt: skip
     result = run(task, invocation([30, "two", True, None, {"a": 1}]), {"SECRET": "x", "HOME": "/h"})
     assert result.status is runner.Status.SUCCEEDED
     assert result.exit_code == 0
     shown = json.loads(result.output)
-    assert shown["argv"] == ["--first", "30", "two", "true", "null", '{"a": 1}']
-    assert shown["stdin"] == BODY.decode()
+    assert shown["argv"] == ["--first", "--", "30", "two", "true", "null", '{"a": 1}']
+    assert shown["stdin"] == BODY.decode() + "\n"
     assert shown["cwd"] == str(tmp_path)
     assert shown["env"] == {
         "BEATD_JOB": "job",

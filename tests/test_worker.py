@@ -52,16 +52,15 @@ def test_a_command_task_runs_with_args_stdin_and_env_and_its_message_is_acked(
     tmp_path: Path, rabbit: Rabbit, names: Names
 ) -> None:
     out = tmp_path / "out.json"
-    config = worker_file(
-        tmp_path, names, {"reports.nightly": {"command": python_command(WRITE, str(out))}}
-    )
+    task = {"command": python_command(WRITE, str(out)), "args": "append"}
+    config = worker_file(tmp_path, names, {"reports.nightly": task})
     with running_worker(config, tmp_path) as worker:
         body = message("reports.nightly", job="nightly", args=[30, "x"], kwargs={"dry_run": False})
         [run_id] = publish(rabbit, names, body)
         shown = json.loads(wait_for_file(out))
         worker.wait_log(f"run {run_id} (job nightly): succeeded")
         wait_until(lambda: queue_counts(names.queue) == (0, 0), what="the message acked")
-    assert shown["argv"] == ["30", "x"]
+    assert shown["argv"] == ["--", "30", "x"]
     assert shown["stdin"] == body
     assert shown["env"] == {
         "BEATD_JOB": "nightly",

@@ -1,13 +1,21 @@
-"""The worker's decisions (beatd.core.verdicts), pure: duplicates, restarts, expiry, retries."""
+"""The worker's decisions (beatd.core.verdicts, beatd.core.inbound), pure: what it admits,
+duplicates, restarts, expiry, refused args, retries."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
+import pika
 import pytest
 
-from beatd.core.messages import Properties, Received
+from beatd.core.commands import ArgsMode, ArgsPolicy
+from beatd.core.config import TaskConfig
+from beatd.core.inbound import MAX_HEADER_DEPTH, MAX_HEADER_FIELDS, admit
+from beatd.core.messages import MalformedMessage, Properties, Received
 from beatd.core.verdicts import (
     MAX_RETRY_DELAY,
     MAX_STARTS,
@@ -20,6 +28,7 @@ from beatd.core.verdicts import (
     Verdict,
     attempt_of,
     event_body,
+    event_for,
     event_routing_key,
     judge,
     onward,
@@ -196,3 +205,138 @@ def test_an_event_names_the_run_its_times_and_outcome() -> None:
         "at": "2026-11-21T05:30:10.000Z",
     }
     assert event_routing_key(Event.FAILED, "job") == "failed.job"
+
+
+# --- what a message may ask of a command (issue 12) -----------------------------------------
+
+
+FORGED_ARGS = ["/bin/sh", "-c", "id > /tmp/x"]
+
+
+def with_args(args: list[object]) -> Received:
+    return dataclasses.replace(received(), args=args)
+
+
+def test_args_a_command_does_not_take_are_refused_before_anything_runs() -> None:
+    env_task = TaskConfig("t", command=("/usr/bin/env",))
+    decision = judge(
+        with_args(FORGED_ARGS), 1, None, in_progress=False, known_task=True, now=NOW, task=env_task
+    )
+    assert (decision.verdict, decision.reason) == (Verdict.REJECT, Reason.REFUSED)
+    assert decision.detail.startswith("the message has 3 args and this command takes none")
+    assert event_for(Reason.REFUSED) is Event.REJECTED
+
+
+def test_args_a_command_takes_and_args_for_a_call_run() -> None:
+    appending = TaskConfig("t", command=("/bin/echo",), args=ArgsPolicy(ArgsMode.APPEND))
+    calling = TaskConfig("t", call="m:f")
+    for task in (appending, calling):
+        decision = judge(
+            with_args([1, "x"]), 1, None, in_progress=False, known_task=True, now=NOW, task=task
+        )
+        assert decision.verdict is Verdict.RUN
+
+
+def test_a_duplicate_with_forged_args_is_still_only_a_duplicate() -> None:
+    env_task = TaskConfig("t", command=("/usr/bin/env",))
+    done = Seen(RUN_ID, 1, Phase.DONE)
+    decision = judge(
+        with_args(FORGED_ARGS), 1, done, in_progress=False, known_task=True, now=NOW, task=env_task
+    )
+    assert decision.verdict is Verdict.DUPLICATE
+
+
+# --- what a worker admits at all (issue 12 item 4, issue 9 item 9) ----------------------------
+
+
+BODY = json.dumps({
+    "v": 1, "id": RUN_ID, "job": "job", "task": "t", "args": [], "kwargs": {},
+    "scheduled_at": "2026-11-21T05:30:00Z", "trigger": "schedule",
+}).encode()  # fmt: skip
+BEATD_PROPERTIES = Properties(
+    message_id=RUN_ID, headers={"beatd-job": "job", "beatd-format": 1, "beatd-attempt": 2}
+)
+
+
+def nested(depth: int) -> object:
+    value: object = "bottom"
+    for _ in range(depth):
+        value = {"n": value}
+    return value
+
+
+def test_a_message_as_beatd_sends_it_is_admitted() -> None:
+    assert admit(BEATD_PROPERTIES, BODY).id == RUN_ID
+    bare = Properties(message_id="", content_type="", content_encoding=None)  # plain publishers
+    assert admit(bare, BODY).task == "t"
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"content_type": "text/plain"}, "content_type 'text/plain' is not application/json"),
+        ({"content_encoding": "gzip"}, "content_encoding 'gzip' is not utf-8"),
+        ({"message_id": "other@1"}, "message_id 'other@1' is not the body's id"),
+        ({"message_id": b"\xff\xfe"}, "property message_id is not UTF-8 text"),
+        ({"type": b"\xff"}, "property type is not UTF-8 text"),
+        ({"timestamp": 2**64}, "property timestamp is out of range"),
+        ({"headers": {"beatd-attempt": 0}}, "header beatd-attempt is not a whole number 1-1000"),
+        ({"headers": {"beatd-attempt": "3"}}, "beatd-attempt"),
+        ({"headers": {"beatd-attempt": True}}, "beatd-attempt"),
+        ({"headers": {"beatd-attempt": 10**6}}, "beatd-attempt"),
+        ({"headers": {"deep": nested(MAX_HEADER_DEPTH)}}, "nest more than 8 deep"),
+        ({"headers": {f"h{n}": n for n in range(MAX_HEADER_FIELDS + 1)}}, "more than 1000"),
+        ({"headers": {"x": [[1] * 600, [2] * 600]}}, "more than 1000 fields"),
+        ({"headers": {"big": 2**63}}, "cannot be sent on"),
+        ({"headers": {"k" * 256: 1}}, "cannot be sent on"),
+        ({"headers": {"s": "\ud800"}}, "cannot be sent on"),
+        ({"headers": {"d": Decimal("NaN")}}, "cannot be sent on"),
+        ({"headers": {"d": Decimal("1e300")}}, "cannot be sent on"),
+        ({"headers": {"t": datetime(1, 1, 1)}}, "cannot be sent on"),
+        ({"headers": {"o": object()}}, "cannot be sent on"),
+        ({"headers": None}, "headers are not a table"),
+    ],
+)
+def test_properties_and_headers_out_of_bounds_are_malformed(
+    change: dict[str, object], reason: str
+) -> None:
+    with pytest.raises(MalformedMessage, match=re.escape(reason)):
+        admit(dataclasses.replace(BEATD_PROPERTIES, **change), BODY)  # type: ignore[arg-type]
+
+
+def test_headers_within_bounds_of_every_kind_pika_decodes_are_admitted() -> None:
+    headers = {
+        "deep": nested(MAX_HEADER_DEPTH - 1),
+        "kinds": [None, True, -(2**63), 2**63 - 1, 1.5, b"\x00\xff", "é", Decimal("1.25"),
+                  datetime(2026, 1, 1), {"k": []}],
+        b"\xff-key": 1,
+    }  # fmt: skip
+    assert admit(Properties(message_id=RUN_ID, headers=headers), BODY).id == RUN_ID
+
+
+def test_an_oversized_body_is_refused_by_its_size_alone() -> None:
+    poison = b"[" * 2048  # would be "nested too deep" if it were parsed
+    with pytest.raises(MalformedMessage, match="body is 2048 bytes, over the 1024 bytes limit"):
+        admit(BEATD_PROPERTIES, poison, max_body=1024)
+
+
+def test_a_dead_letter_drops_the_headers_that_could_not_be_sent_again_and_says_so() -> None:
+    bad = dataclasses.replace(
+        BEATD_PROPERTIES,
+        timestamp=2**64 + 5,
+        headers={"beatd-job": "job", "deep": nested(40), "big": 2**70, "s": "\udc00"},
+    )
+    copy = onward(bad, {"beatd-reason": "malformed"})
+    assert copy.headers == {
+        "beatd-job": "job", "beatd-dropped-headers": 3, "beatd-reason": "malformed",
+    }  # fmt: skip
+    assert copy.timestamp is None
+    encoded = pika.BasicProperties(headers=dict(copy.headers), timestamp=copy.timestamp)
+    assert encoded.encode()  # what the dead-letter publish does with them
+
+
+def test_an_event_about_a_malformed_message_can_always_be_encoded() -> None:
+    facts = RunFacts(run_id=b"\xff-raw", job="j\ud800", task="t")  # type: ignore[arg-type]
+    body = json.loads(event_body(Event.REJECTED, facts, queue="q", worker="w", now=NOW))
+    assert body["run_id"] == "b'\\xff-raw'"
+    assert body["job"] == "j\ud800"

@@ -19,7 +19,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from beatd.core import cron, durations, values
+from beatd.core import commands, cron, durations, values
+from beatd.core.commands import ArgsPolicy
 from beatd.core.describe import describe
 from beatd.core.errors import ConfigError, CronError, Problem
 from beatd.core.schedules import At, Cron, Interval, Schedule
@@ -102,6 +103,7 @@ class TaskConfig:
     user: str | None = None
     retries: int = 0
     retry_delay: timedelta = timedelta(seconds=10)
+    args: ArgsPolicy = field(default_factory=ArgsPolicy)
     line: int = 0  # where it is defined, for the worker's startup errors
 
 
@@ -115,6 +117,7 @@ class WorkerConfig:
     dead_letter_queue: str = "beatd.dead"
     events_exchange: str = "beatd.events"
     dedupe_size: int = 100_000
+    max_body: int = 1024 * 1024  # bytes; a bigger message is dead-lettered unparsed
     state: Path | None = None  # default: beside the scheduler's, worker-<queue>.db
 
 
@@ -461,7 +464,7 @@ def _spec_text(value: object) -> str:
 
 _WORKER_KEYS = (
     "queue", "queue_type", "bindings", "concurrency", "dead_letter_exchange",
-    "dead_letter_queue", "events_exchange", "dedupe_size", "state",
+    "dead_letter_queue", "events_exchange", "dedupe_size", "max_body", "state",
 )  # fmt: skip
 
 
@@ -489,12 +492,32 @@ def _worker(reader: _Reader, top: YMap) -> WorkerConfig:
         dedupe_size=reader.get(
             data, "dedupe_size", w, values.int_between(1, 10_000_000), d.dedupe_size
         ),
+        max_body=reader.get(data, "max_body", w, _byte_size, d.max_body),
         state=None if state is None else Path(state),
     )
 
 
+_SIZE = re.compile(r"(\d{1,12})\s*(B|KiB|MiB)?")
+_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024 * 1024}
+
+
+def _byte_size(value: object) -> int:
+    """1048576, 512KiB or 1MiB; between 1 KiB and 128 MiB (RabbitMQ's own largest message)."""
+    match = _SIZE.fullmatch(str(value)) if isinstance(value, int | str) else None
+    if isinstance(value, bool) or match is None:
+        raise ValueError(f"must be a size like 1MiB, 512KiB or 1048576, got {values.kind(value)}")
+    size = int(match[1]) * _SIZE_UNITS[match[2]]
+    if not 1024 <= size <= 128 * 1024 * 1024:
+        raise ValueError(f"{value!r} is not between 1KiB and 128MiB")
+    return size
+
+
 _QUEUE_TYPES = values.choice("classic", "quorum")
-_TASK_KEYS = ("command", "call", "timeout", "cwd", "env", "user", "retries", "retry_delay")
+_TASK_KEYS = (
+    "command", "call", "args", "args_separator", "timeout", "cwd", "env", "user", "retries",
+    "retry_delay",
+)  # fmt: skip
+_COMMAND_ONLY = ("cwd", "env", "user", "args", "args_separator")
 
 
 def _tasks(reader: _Reader, top: YMap) -> dict[str, TaskConfig]:
@@ -515,23 +538,26 @@ def _tasks(reader: _Reader, top: YMap) -> dict[str, TaskConfig]:
             continue
         if ("command" in section) == ("call" in section):
             reader.problem(data.lines[name], f"{where}give exactly one of command or call")
-        # A callable runs in a thread of the worker, which has one cwd, environment and user.
-        for key in ("cwd", "env", "user"):
+        # A callable runs in a thread of the worker, which has one cwd, environment and user;
+        # its args are Python values, never argv.
+        for key in _COMMAND_ONLY:
             if "call" in section and key in section:
                 reader.problem(section.lines[key], f"{where}{key}: only for command tasks")
-        command = reader.get(section, "command", where, values.argv, None)
+        command = reader.get(section, "command", where, commands.argv, None)
+        separator = reader.get(section, "args_separator", where, commands.separator, "--")
         tasks[str(name)] = TaskConfig(
             name=str(name),
             command=None if command is None else tuple(command),
             call=reader.get(section, "call", where, values.callable_ref, None),
             timeout=reader.get(section, "timeout", where, values.duration, None),
-            cwd=reader.get(section, "cwd", where, values.text, None),
-            env=MappingProxyType(reader.get(section, "env", where, values.environment, {})),
+            cwd=reader.get(section, "cwd", where, commands.cwd, None),
+            env=MappingProxyType(reader.get(section, "env", where, commands.environment, {})),
             user=reader.get(section, "user", where, values.text, None),
             retries=reader.get(section, "retries", where, values.int_between(0, 100), 0),
             retry_delay=reader.get(
                 section, "retry_delay", where, values.duration, timedelta(seconds=10)
             ),
+            args=reader.get(section, "args", where, commands.args_policy(separator), ArgsPolicy()),
             line=data.lines[name],
         )
     return tasks

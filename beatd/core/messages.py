@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -181,6 +182,22 @@ class _BeatdDraft:
         )
 
 
+# What an executor accepts (README: Security). A body over the limit is refused before it is
+# decoded; the rest keep a forged message from wedging a worker or writing into its log.
+DEFAULT_MAX_BODY = 1024 * 1024
+MAX_DEPTH = 32  # JSON nesting, counting the body object itself
+MAX_NAME_BYTES = 255  # an id, job or task name: one AMQP short string
+TRIGGERS = frozenset(t.value for t in Trigger)
+
+
+class MalformedMessage(ValueError):
+    """A delivered message is not a valid beatd v1 message; str() is the reason, one short line.
+
+    A ValueError, deliberately not a BeatdError: the worker stops on a BeatdError (its own
+    store failed), while a bad message is only dead-lettered.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class Received:
     """A beatd-format message as an executor sees it, validated."""
@@ -197,24 +214,24 @@ class Received:
     raw: dict[str, Any]
 
 
-def parse_beatd(body: bytes) -> Received:
-    """Validate a beatd-format body; raise ValueError saying what is wrong."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"body is not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValueError("body is not a JSON object")
-    if data.get("v") != FORMAT_VERSION:
-        raise ValueError(f"not a beatd version {FORMAT_VERSION} message (v={data.get('v')!r})")
-    for key in ("id", "job", "task", "scheduled_at", "trigger"):
-        if not isinstance(data.get(key), str) or not data[key]:
-            raise ValueError(f"{key!r} is missing or not a string")
+def parse_beatd(body: bytes, *, max_body: int = DEFAULT_MAX_BODY) -> Received:
+    """Validate a beatd-format body. Total: for any bytes it returns a Received or raises
+    MalformedMessage saying what is wrong, never anything else."""
+    data = _load(body, max_body)
+    version = data.get("v")
+    if type(version) is not int or version != FORMAT_VERSION:  # not True, not 1.0
+        raise MalformedMessage(f"not a beatd version {FORMAT_VERSION} message (v={_show(version)})")
+    for key in ("id", "job", "task"):
+        _check_name(data, key)
+    trigger = data.get("trigger")
+    if trigger not in TRIGGERS:
+        allowed = ", ".join(sorted(TRIGGERS))
+        raise MalformedMessage(f"'trigger' is {_show(trigger)}, not one of {allowed}")
     args, kwargs = data.get("args", []), data.get("kwargs", {})
     if not isinstance(args, list):
-        raise ValueError("'args' is not a list")
+        raise MalformedMessage("'args' is not a list")
     if not isinstance(kwargs, dict):
-        raise ValueError("'kwargs' is not an object")
+        raise MalformedMessage("'kwargs' is not an object")
     return Received(
         id=data["id"],
         job=data["job"],
@@ -224,19 +241,112 @@ def parse_beatd(body: bytes) -> Received:
         scheduled_at=_parse_time(data, "scheduled_at"),
         published_at=_parse_time(data, "published_at", optional=True),
         expires_at=_parse_time(data, "expires_at", optional=True),
-        trigger=data["trigger"],
+        trigger=trigger,
         raw=data,
     )
+
+
+# A \uD800-\uDFFF escape: only then can json.loads produce a lone surrogate, which no UTF-8
+# encoder (a log handler, pika, execve's argv) accepts.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _load(body: bytes, max_body: int) -> dict[str, Any]:
+    if len(body) > max_body:
+        raise MalformedMessage(
+            f"body is {len(body)} bytes, over the {max_body} bytes limit (worker.max_body)"
+        )
+    try:
+        # Strict UTF-8 first: json.loads(bytes) would also take UTF-16/32 and encoded surrogates.
+        data = json.loads(
+            body.decode("utf-8"), object_pairs_hook=_object, parse_constant=_no_constant
+        )
+    except UnicodeDecodeError as exc:
+        raise MalformedMessage(f"body is not UTF-8 (byte {exc.start})") from None
+    except RecursionError:
+        raise MalformedMessage(f"body is nested more than {MAX_DEPTH} deep") from None
+    except MalformedMessage:
+        raise
+    except ValueError as exc:  # JSONDecodeError, and int() of more than 4300 digits
+        raise MalformedMessage(f"body is not JSON: {str(exc)[:120]}") from None
+    if not isinstance(data, dict):
+        raise MalformedMessage("body is not a JSON object")
+    # Counting brackets is C-speed; only a body with many of them gets its depth measured.
+    if body.count(b"[") + body.count(b"{") >= MAX_DEPTH and _depth(data) > MAX_DEPTH:
+        raise MalformedMessage(f"body is nested more than {MAX_DEPTH} deep")
+    if _SURROGATE_ESCAPE.search(body):
+        try:
+            json.dumps(data, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise MalformedMessage("body has a lone surrogate escape (not valid Unicode)") from None
+    return data
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # A key given twice means two parsers (this one, a command reading stdin) may disagree
+    # about which value counts: refuse rather than pick one.
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise MalformedMessage("body has a key twice in one object")
+    return result
+
+
+def _no_constant(name: str) -> None:
+    raise MalformedMessage(f"body has {name}, which is not JSON")
+
+
+def _depth(data: object) -> int:
+    """The nesting depth of parsed JSON, without recursion (bounded by the body's size)."""
+    deepest, stack = 0, [(data, 1)]
+    items: Iterable[object]
+    while stack:
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_DEPTH:
+            break
+        if isinstance(value, dict):
+            items = value.values()
+        elif isinstance(value, list):
+            items = value
+        else:
+            continue
+        stack.extend((item, depth + 1) for item in items if isinstance(item, list | dict))
+    return deepest
+
+
+def _check_name(data: Mapping[str, Any], key: str) -> None:
+    """An id, job or task name: goes into log lines, the environment of commands and AMQP
+    short strings, so no control or format characters (a newline would forge a log line, a
+    U+202E would disguise one), no spaces, and at most 255 bytes."""
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise MalformedMessage(f"{key!r} is missing or not a string")
+    # isprintable() is False for Cc, Cf, Cs, Co, Cn, Zl, Zp and every space but " ".
+    if not value.isprintable() or " " in value:
+        raise MalformedMessage(f"{key!r} has a space or an unprintable character: {_show(value)}")
+    if len(value.encode()) > MAX_NAME_BYTES:
+        raise MalformedMessage(f"{key!r} is longer than {MAX_NAME_BYTES} bytes")
+
+
+def _show(value: object) -> str:
+    """A bad value for a reason: repr escapes control characters and lone surrogates."""
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 def _parse_time(data: Mapping[str, Any], key: str, *, optional: bool = False) -> Any:
     value = data.get(key)
     if value is None and optional:
         return None
+    if not isinstance(value, str) or len(value) > 40:
+        raise MalformedMessage(f"{key!r} is not an ISO 8601 time: {_show(value)}")
     try:
-        moment = datetime.fromisoformat(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"{key!r} is not an ISO 8601 time: {value!r}") from None
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise MalformedMessage(f"{key!r} is not an ISO 8601 time: {_show(value)}") from None
     if moment.tzinfo is None:
-        raise ValueError(f"{key!r} has no UTC offset: {value!r}")
-    return moment.astimezone(UTC)
+        raise MalformedMessage(f"{key!r} has no UTC offset: {_show(value)}")
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise MalformedMessage(f"{key!r} is out of range in UTC: {_show(value)}") from None

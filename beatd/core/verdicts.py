@@ -13,12 +13,15 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
+from beatd.core import inbound
+from beatd.core.commands import ArgsRefused, command_argv
+from beatd.core.config import TaskConfig
 from beatd.core.messages import Properties, Received, iso_utc
 
-# How the attempt number travels with a retried message. Absent: the first attempt.
-ATTEMPT_HEADER = "beatd-attempt"
+ATTEMPT_HEADER = inbound.ATTEMPT_HEADER  # how the attempt number travels; absent: the first
 REASON_HEADER = "beatd-reason"
 DETAIL_HEADER = "beatd-detail"
+DROPPED_HEADER = "beatd-dropped-headers"
 
 # A run started this many times without ever finishing took the worker down with it each
 # time (out of memory, a segfaulting extension, SIGKILL): dead-letter it, do not loop.
@@ -50,7 +53,8 @@ class Seen:
 class Reason(Enum):
     """Why a message went to the dead-letter exchange (the `beatd-reason` header)."""
 
-    MALFORMED = "malformed"  # not a beatd v1 message
+    MALFORMED = "malformed"  # not a beatd v1 message, or properties/headers out of bounds
+    REFUSED = "refused"  # args the task does not take (README: Security)
     UNKNOWN_TASK = "unknown_task"  # a task this worker's file does not define
     EXPIRED = "expired"  # expires_at passed before it could start
     FAILED = "failed"  # non-zero exit, a signal, an exception
@@ -74,6 +78,8 @@ class Decision:
 
 
 def attempt_of(headers: Mapping[str, Any]) -> int:
+    if not isinstance(headers, Mapping):  # admit() refuses such a message; this must not raise
+        return 1
     value = headers.get(ATTEMPT_HEADER)
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
 
@@ -86,8 +92,10 @@ def judge(
     in_progress: bool,
     known_task: bool,
     now: datetime,
+    task: TaskConfig | None = None,
 ) -> Decision:
-    """Decide what to do with a well-formed message (the order of the checks matters)."""
+    """Decide what to do with a well-formed message (the order of the checks matters).
+    Given the task, a command's args are checked against its `args:` before anything runs."""
     if in_progress:
         return Decision(Verdict.JOIN, detail="redelivered while it runs here")
     if seen is not None:
@@ -107,6 +115,11 @@ def judge(
             Reason.UNKNOWN_TASK,
             f"task {message.task!r} is not in this worker's file",
         )
+    if task is not None and task.command is not None:
+        try:
+            command_argv(task.command, task.args, message.args)
+        except ArgsRefused as exc:
+            return Decision(Verdict.REJECT, Reason.REFUSED, str(exc))
     # Only a first attempt can expire: a retry continues a run that did start in time.
     if attempt == 1 and message.expires_at is not None and now >= message.expires_at:
         late = (now - message.expires_at).total_seconds()
@@ -162,17 +175,33 @@ def worker_queue_arguments(
 def onward(
     properties: Properties, headers: Mapping[str, Any], *, message_id: str | None = None
 ) -> Properties:
-    """A copy of a consumed message's properties for re-publishing, with extra headers.
+    """A copy of a consumed message's properties for re-publishing, with extra headers and
+    without what could not be sent again.
 
     The per-message TTL is dropped: a dead letter must not expire from the dead-letter queue,
     and a retry's TTL in its holding queue would release it early, into the work queue.
     """
+    # A header that could not be encoded again would make the dead letter itself fail: drop
+    # it (it is why the message is dead-lettered) and say how many went.
+    kept, dropped = inbound.sendable_headers(properties.headers)
+    if dropped:
+        kept[DROPPED_HEADER] = dropped
+    timestamp = properties.timestamp
+    # What pika decoded it can encode; a Properties built otherwise may not be (over 255 bytes).
+    text = inbound.sendable_text
     return replace(
         properties,
-        message_id=message_id if message_id is not None else properties.message_id,
+        message_id=message_id or text(properties.message_id) or "",
+        content_type=text(properties.content_type) or "",
+        content_encoding=text(properties.content_encoding),
+        type=text(properties.type),
+        app_id=text(properties.app_id) or "",
+        correlation_id=text(properties.correlation_id),
+        reply_to=text(properties.reply_to),
         expiration=None,
         delivery_mode=2,
-        headers={**properties.headers, **headers},
+        timestamp=timestamp if timestamp is None or 0 <= timestamp < 2**64 else None,
+        headers={**kept, **headers},
     )
 
 
@@ -264,7 +293,10 @@ def event_body(event: Event, facts: RunFacts, *, queue: str, worker: str, now: d
         "worker": worker,
         "at": iso_utc(now, millis=True),
     }
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+    except UnicodeEncodeError:  # a lone surrogate from a malformed message's properties
+        return json.dumps(body, separators=(",", ":"), default=str).encode()
 
 
 def event_properties(event: Event, facts: RunFacts, now: datetime) -> Properties:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import json
 import logging
 import os
 import pwd
@@ -27,6 +26,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from beatd.core import commands
 from beatd.core.config import TaskConfig
 from beatd.core.errors import ConfigError, Problem
 from beatd.core.messages import iso_utc
@@ -88,6 +88,9 @@ class Status(Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     TIMED_OUT = "timed_out"
+    # Not started: the message's args are not what the task allows. verdicts.judge refuses
+    # these before a run starts; this is the runner's own guard behind it.
+    REFUSED = "refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,10 +276,9 @@ def _resolve(future: asyncio.Future[Any], value: Any) -> None:
 
 
 def argv_of(task: TaskConfig, args: Sequence[Any]) -> list[str]:
-    """The command's argv with the message's args appended: strings as they are, anything
-    else as JSON (30 -> "30", true -> "true", {"a": 1} -> '{"a": 1}')."""
+    """The command's argv for a message's args; ArgsRefused unless its `args:` allows them."""
     assert task.command is not None
-    return [*task.command, *(a if isinstance(a, str) else json.dumps(a) for a in args)]
+    return commands.command_argv(task.command, task.args, args)
 
 
 def environment(task: Task, invocation: Invocation, base: Mapping[str, str]) -> dict[str, str]:
@@ -315,7 +317,11 @@ class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
 async def _run_command(
     task: Task, invocation: Invocation, base_env: Mapping[str, str], timeout_s: float | None
 ) -> Result:
-    argv = argv_of(task.config, invocation.args)
+    try:
+        argv = argv_of(task.config, invocation.args)
+    except commands.ArgsRefused as exc:
+        log.warning("run %s: refused, not started: %s", invocation.run_id, exc)
+        return Result(Status.REFUSED, detail=f"refused: {exc}")
     switch: dict[str, Any] = {}
     if task.account is not None:
         account = task.account
@@ -333,8 +339,9 @@ async def _run_command(
             start_new_session=True,  # its own session and process group: killable as one
             **switch,
         )
-    except OSError as exc:
-        return Result(Status.FAILED, detail=f"cannot start {argv[0]}: {exc.strerror or exc}")
+    except (OSError, ValueError) as exc:  # ValueError: a NUL, which the file check rules out
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return Result(Status.FAILED, detail=f"cannot start {argv[0]}: {detail}")
     process = asyncio.subprocess.Process(transport, protocol, loop)
     group = _Group(process.pid, protocol.exited, asyncio.create_task(process.wait()))
     log.debug("run %s: started %s as pid %d", invocation.run_id, argv, process.pid)
@@ -417,9 +424,13 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 
 async def _feed(stdin: asyncio.StreamWriter, data: bytes) -> None:
-    """Give the message on stdin; a command that does not read it is fine."""
+    """Give the message on stdin as one line; a command that does not read it is fine."""
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         stdin.write(data)
+        if not data.endswith(b"\n"):
+            # Without it, the shell's `read -r msg` returns 1 at the end of input and stops
+            # a `set -e` script (issue 9 item 6).
+            stdin.write(b"\n")
         await stdin.drain()
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         stdin.close()
@@ -450,8 +461,14 @@ class _Output:
         text = raw.decode("utf-8", "replace").rstrip("\r")
         if len(text) > MAX_LINE:
             text = text[:MAX_LINE] + "..."
+        if not text.isprintable():  # a \r or an escape sequence would rewrite the log's lines
+            text = "".join(c if c.isprintable() or c == "\t" else _escape(c) for c in text)
         log.info("run %s %s: %s", self.run_id, name, text)
         self._tail.append(text)
 
     def tail(self) -> str:
         return "\n".join(self._tail)[-MAX_LINE:]
+
+
+def _escape(char: str) -> str:
+    return repr(char)[1:-1]

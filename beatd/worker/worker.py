@@ -21,7 +21,8 @@ from datetime import timedelta
 
 from beatd.core.config import Config
 from beatd.core.errors import BeatdError, BrokerError
-from beatd.core.messages import Received, parse_beatd
+from beatd.core.inbound import admit
+from beatd.core.messages import Received
 from beatd.core.ports import Channel, Clock, Connector, Delivery, RunStore
 from beatd.core.verdicts import (
     Event,
@@ -153,20 +154,23 @@ class Worker:
 
     def _dispatch(self, delivery: Delivery) -> None:
         attempt = attempt_of(delivery.properties.headers)
+        max_body = self.config.worker.max_body
         try:
-            message = parse_beatd(delivery.body)
+            message = admit(delivery.properties, delivery.body, max_body=max_body)
         except ValueError as exc:
             self._spawn(self._reject_malformed(delivery, attempt, str(exc)), None)
             return
         now = self.clock()
         entry = self._inflight.get(message.id)
+        task = self.tasks.get(message.task)
         decision = judge(
             message,
             attempt,
             self.store.get(message.id),
             in_progress=entry is not None and entry.attempt == attempt,
-            known_task=message.task in self.tasks,
+            known_task=task is not None,
             now=now,
+            task=None if task is None else task.config,
         )
         facts = RunFacts(
             message.id, message.job, message.task, attempt, scheduled_at=message.scheduled_at
@@ -284,8 +288,11 @@ class Worker:
             self.outbox.emit(Event.SUCCEEDED, facts)
             self._settle(entry)
             return
-        reason = Reason.TIMED_OUT if result.status is runner.Status.TIMED_OUT else Reason.FAILED
-        if attempt <= task.config.retries:
+        reason = {
+            runner.Status.TIMED_OUT: Reason.TIMED_OUT,
+            runner.Status.REFUSED: Reason.REFUSED,
+        }.get(result.status, Reason.FAILED)
+        if attempt <= task.config.retries and reason is not Reason.REFUSED:
             delay = retry_delay(task.config.retry_delay, attempt)
             self.store.finish(message.id, attempt, Phase.RETRY, reason.value, result.detail)
             log.warning(
