@@ -404,3 +404,16 @@ def test_credentials_directory_unset_is_named() -> None:
     text = config_text("ca_file: $CREDENTIALS_DIRECTORY/ca.pem")
     with pytest.raises(ConfigError, match=r"ca_file: \$CREDENTIALS_DIRECTORY is not set"):
         parse_config(text, "b.yaml", {})
+
+
+def test_beatd_check_names_a_missing_tls_file_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from beatd.cli import main
+
+    path = tmp_path / "beatd.yaml"
+    path.write_text(config_text("cert_file: client.pem"))
+    assert main(["check", "-c", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:4: broker: tls: cert_file: cannot read {tmp_path}/client.pem" in err
+    assert "Traceback" not in err
