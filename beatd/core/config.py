@@ -223,7 +223,11 @@ def parse_config(
     env: Mapping[str, str],
     read_secret: Callable[[str], str] | None = None,
 ) -> Config:
-    """Validate a schedule file's text; raise ConfigError naming every problem."""
+    """Validate a schedule file's text; raise ConfigError naming every problem.
+
+    read_secret reads the password, TLS and key files named in it (read_config passes one);
+    without it none is read or checked, and a signing: section yields no keys (signing=None).
+    """
     reader = _Reader(file)
     try:
         data = parse(text, file)
