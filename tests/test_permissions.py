@@ -74,9 +74,21 @@ def tenant() -> Iterator[Tenant]:
             rabbitmqctl("set_permissions", "-p", t.vhost, t.users[role], configure, write, read)
         yield t
     finally:
-        subprocess.run(["rabbitmqctl", "delete_vhost", t.vhost], capture_output=True, check=False)
-        for user in t.users.values():
-            subprocess.run(["rabbitmqctl", "delete_user", user], capture_output=True, check=False)
+        leftovers = [f"vhost {t.vhost}"] * (not _remove("delete_vhost", t.vhost))
+        leftovers += [f"user {u}" for u in t.users.values() if not _remove("delete_user", u)]
+        assert not leftovers, f"could not delete {', '.join(leftovers)} from the shared broker"
+
+
+def _remove(command: str, name: str) -> bool:
+    """Delete a vhost or user; True once it is gone. A few tries: on a loaded machine
+    rabbitmqctl sometimes cannot reach the node in time."""
+    for _ in range(3):
+        result = subprocess.run(
+            ["rabbitmqctl", command, name], capture_output=True, text=True, timeout=60, check=False
+        )
+        if result.returncode == 0 or "does not exist" in result.stderr + result.stdout:
+            return True
+    return False
 
 
 def write(path: Path, text: str) -> Path:
