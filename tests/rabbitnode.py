@@ -16,6 +16,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -98,8 +99,9 @@ class RabbitNode:
         for sub in ("home", "mnesia", "log"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         cookie = d / "home" / ".erlang.cookie"
-        cookie.write_text(secrets.token_hex(20).upper())
-        cookie.chmod(0o400)
+        if not cookie.exists():  # kept across restarts: a CLI started before still matches
+            cookie.write_text(secrets.token_hex(20).upper())
+            cookie.chmod(0o400)
         lines = [
             f"listeners.tcp.default = 127.0.0.1:{self.port}",
             "loopback_users = none",
@@ -139,7 +141,6 @@ class RabbitNode:
     def _await_registered(self) -> None:
         """Wait until the node is known to epmd: await_startup gives up at once on a node
         that is not there yet, and a VM on a busy machine takes seconds to get that far."""
-        short = self.node.split("@")[0]
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             assert self._server is not None
@@ -147,15 +148,18 @@ class RabbitNode:
                 tail = self.log_tail()
                 self.stop()
                 pytest.fail(f"RabbitMQ node {self.node} exited while starting\n{tail}")
-            names = subprocess.run(
-                ["epmd", "-names"], capture_output=True, text=True, timeout=10, check=False
-            ).stdout
-            if f"name {short} at port" in names:
+            if self._registered():
                 return
             time.sleep(0.2)
         tail = self.log_tail()
         self.stop()
         pytest.fail(f"RabbitMQ node {self.node} not up after {START_TIMEOUT_S}s\n{tail}")
+
+    def _registered(self) -> bool:
+        names = subprocess.run(
+            ["epmd", "-names"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+        return f"name {self.node.split('@')[0]} at port" in names
 
     def ctl(self, *args: str, check: bool = True) -> str:
         """Run rabbitmqctl against this node; fail the test if it fails (unless check=False)."""
@@ -174,21 +178,37 @@ class RabbitNode:
                 text += f"--- {path.name}\n" + "\n".join(path.read_text().splitlines()[-lines:])
         return text
 
-    def stop(self) -> None:
-        """Stop the node (gracefully, then by force) and delete its files."""
+    def shutdown(self, *, kill: bool = False) -> None:
+        """Stop the node and keep its files (restart() brings it back with its data). kill:
+        SIGKILL the VM, a crash, instead of a clean stop."""
         server, self._server = self._server, None
-        if server is not None:
+        if server is None:
+            return
+        if not kill:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 subprocess.run(
                     [str(BIN / "rabbitmqctl"), "-n", self.node, "stop"],
                     env=self.env(), capture_output=True, timeout=STOP_TIMEOUT_S, check=False,
                 )  # fmt: skip
-            try:
-                server.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(server.pid, 9)  # its own session: the script and the VM
-                server.wait(10)
+        try:
+            server.wait(0 if kill else STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)  # its own session: the script and the VM
+            server.wait(10)
+        # epmd forgets the name a moment later; a start before then would see the old VM
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while self._registered() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def restart(self, *, kill: bool = False) -> None:
+        """Stop (or crash) the node and start it again: same name, ports and data."""
+        self.shutdown(kill=kill)
+        self.start()
+
+    def stop(self) -> None:
+        """Stop the node (gracefully, then by force) and delete its files."""
+        self.shutdown()
         shutil.rmtree(self.base if self._own_base else self.dir, ignore_errors=True)
 
     def __enter__(self) -> RabbitNode:

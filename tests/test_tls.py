@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pika
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -417,3 +418,20 @@ def test_beatd_check_names_a_missing_tls_file_and_exits_1(
     err = capsys.readouterr().err
     assert f"{path}:4: broker: tls: cert_file: cannot read {tmp_path}/client.pem" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.broker
+def test_the_private_node_restarts_with_its_data_and_serves_tls_again(
+    tls_broker: TlsBroker, client: TlsConfig
+) -> None:
+    """Last in this module: the node other tests (broker restarts) can crash and bring back."""
+    node = tls_broker.node
+    connection = pika.BlockingConnection(pika.URLParameters(node.url))
+    connection.channel().queue_declare("kept", durable=True)
+    connection.close()
+    before = node.ctl("eval", "os:getpid().")
+    node.restart(kill=True)
+    assert node.ctl("eval", "os:getpid().") != before  # a new VM
+    assert "kept" in node.ctl("list_queues", "name")
+    good = f"amqps://guest:guest@localhost:{tls_broker.port}/%2F"
+    assert connect(good, client) == "ok"
