@@ -47,7 +47,8 @@ def test_the_readme_gives_each_daemon_no_more_than_it_needs() -> None:
     # Neither the scheduler nor trigger consumes anything.
     assert perms["beatd-scheduler"][2] == "^$"
     assert perms["beatd-trigger"] == perms["beatd-scheduler"]
-    # A worker's password cannot publish runs: it may not write to the runs exchange.
+    # A worker's password may not publish to the runs exchange (its own queue it can reach
+    # through amq.default, which retries need: the README says only signing stops that).
     assert not re.match(perms["beatd-worker"][1], "beatd")
 
 
@@ -193,7 +194,7 @@ def test_both_daemons_and_trigger_work_with_exactly_the_documented_permissions(
 
 
 @pytest.mark.broker
-def test_a_worker_password_cannot_publish_runs(tenant: Tenant) -> None:
+def test_a_worker_password_cannot_publish_to_the_runs_exchange(tenant: Tenant) -> None:
     connection = pika.BlockingConnection(pika.URLParameters(tenant.url("beatd-worker")))
     try:
         channel = connection.channel()
