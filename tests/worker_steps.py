@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from beatd.core.config import parse_config
+from beatd.core.config import read_config
 from beatd.core.messages import Properties
 from beatd.runtime.seen import SeenStore
 from beatd.worker import runner
@@ -43,6 +43,7 @@ class Pool:
         now: datetime,
         concurrency: int = 2,
         broker: FakeBroker | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         data = {
             "broker": {"exchange": EXCHANGE},
@@ -52,10 +53,11 @@ class Pool:
                 "state": str(tmp_path / "seen.db"),
             },
             "tasks": tasks,
+            **(extra or {}),
         }  # fmt: skip
         path = tmp_path / "worker.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
-        self.config = parse_config(path.read_text(), str(path), {})
+        self.config = read_config(path, {})
         self.tasks = runner.prepare(self.config.tasks, str(path), {}, os.geteuid())
         self.store_path = tmp_path / "seen.db"
         self.clock = FakeClock(now)

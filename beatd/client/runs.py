@@ -32,7 +32,7 @@ def job_named(config: Config, name: str) -> Job:
 def message(config: Config, job: Job, now: datetime) -> Outgoing:
     """Exactly what `beatd trigger` publishes for job: id `<job>@manual-<uuid>`, trigger
     manual, in the job's format (a bare task's job is always beatd format)."""
-    return Codecs(config.broker)[job].draft(Run.manual(job, now))(now)
+    return Codecs(config.broker, config.signing).draft(Run.manual(job, now))(now)
 
 
 def task_job(

@@ -24,6 +24,7 @@ from beatd.core.commands import ArgsPolicy
 from beatd.core.describe import describe
 from beatd.core.errors import ConfigError, CronError, Problem
 from beatd.core.schedules import At, Cron, Interval, Schedule
+from beatd.core.signing import Signing, key_from_text
 from beatd.core.yamlfile import YamlError, YMap, parse
 
 T = TypeVar("T")
@@ -47,6 +48,16 @@ class MessageFormat(Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """`broker.tls`: files for amqps:// connections (paths resolved beside the file)."""
+
+    ca_file: Path | None = None  # None: the system's trusted CAs
+    cert_file: Path | None = None  # a client certificate, for brokers that require one
+    key_file: Path | None = None  # its private key, unless cert_file holds it too
+    verify: bool = True  # false: no certificate or hostname check (logged loudly)
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerConfig:
     # Not in repr: a URL may carry a password. redacted_urls() is for showing.
     urls: tuple[str, ...] = field(default=(DEFAULT_BROKER_URL,), repr=False)
@@ -54,6 +65,7 @@ class BrokerConfig:
     exchange_type: str = "topic"
     heartbeat: timedelta = timedelta(seconds=30)
     password: str | None = field(default=None, repr=False)  # from password_file
+    tls: TlsConfig = TlsConfig()  # used for amqps:// URLs
 
     def redacted_urls(self) -> tuple[str, ...]:
         return tuple(values.redact(url) for url in self.urls)
@@ -131,6 +143,7 @@ class Config:
     worker: WorkerConfig = WorkerConfig()
     tasks: Mapping[str, TaskConfig] = field(default_factory=lambda: MappingProxyType({}))
     has_worker_section: bool = False
+    signing: Signing | None = None  # None: runs are published unsigned, accepted unsigned
 
     def job(self, name: str) -> Job | None:
         return next((job for job in self.jobs if job.name == name), None)
@@ -214,7 +227,11 @@ def parse_config(
     env: Mapping[str, str],
     read_secret: Callable[[str], str] | None = None,
 ) -> Config:
-    """Validate a schedule file's text; raise ConfigError naming every problem."""
+    """Validate a schedule file's text; raise ConfigError naming every problem.
+
+    read_secret reads the password, TLS and key files named in it (read_config passes one);
+    without it none is read or checked, and a signing: section yields no keys (signing=None).
+    """
     reader = _Reader(file)
     try:
         data = parse(text, file)
@@ -236,6 +253,7 @@ def parse_config(
         worker=_worker(reader, top),
         tasks=MappingProxyType(_tasks(reader, top)),
         has_worker_section="worker" in top or "tasks" in top,
+        signing=_signing(reader, top, env, read_secret),
     )
     if reader.problems:  # in file order; problems without a line (the environment) first
         raise ConfigError(sorted(reader.problems, key=lambda p: p.line or 0))
@@ -243,8 +261,10 @@ def parse_config(
 
 
 _UTC: tzinfo = UTC
-_TOP_KEYS = ("timezone", "broker", "state", "defaults", "jobs", "worker", "tasks")
-_BROKER_KEYS = ("url", "exchange", "exchange_type", "password_file", "heartbeat")
+_TOP_KEYS = (
+    "timezone", "broker", "state", "defaults", "jobs", "worker", "tasks", "signing",
+)  # fmt: skip
+_BROKER_KEYS = ("url", "exchange", "exchange_type", "password_file", "heartbeat", "tls")
 
 
 def _broker(
@@ -270,13 +290,107 @@ def _broker(
             password = read_secret(secret_file)
         except ValueError as exc:
             reader.problem(data.lines["password_file"], f"{where}password_file: {exc}")
+    tls = _tls(reader, data, env, read_secret)
+    if "tls" in data and not any(url.startswith("amqps://") for url in urls):
+        reader.problem(data.lines["tls"], f"{where}tls: given, but no broker URL is amqps://")
     return BrokerConfig(
         urls=urls,
         exchange=reader.get(data, "exchange", where, values.exchange_name, "beatd"),
         exchange_type=reader.get(data, "exchange_type", where, _EXCHANGE_TYPES, "topic"),
         heartbeat=reader.get(data, "heartbeat", where, values.duration, _BROKER.heartbeat),
         password=password,
+        tls=tls,
     )
+
+
+_TLS_KEYS = ("ca_file", "cert_file", "key_file", "verify")
+
+
+def _tls(
+    reader: _Reader,
+    broker: YMap,
+    env: Mapping[str, str],
+    read_secret: Callable[[str], str] | None,
+) -> TlsConfig:
+    where = "broker: tls: "
+    data = reader.section(broker.get("tls", _EMPTY), where, _TLS_KEYS, broker.lines.get("tls"))
+    if data is None:
+        return TlsConfig()
+    files = {
+        key: _file(reader, data, key, where, env, read_secret)
+        for key in ("ca_file", "cert_file", "key_file")
+    }
+    if "key_file" in data and "cert_file" not in data:
+        reader.problem(data.lines["key_file"], f"{where}key_file: given without cert_file")
+    return TlsConfig(**files, verify=reader.get(data, "verify", where, values.boolean, True))
+
+
+def _file(
+    reader: _Reader,
+    data: YMap,
+    key: str,
+    where: str,
+    env: Mapping[str, str],
+    read: Callable[[str], str] | None,
+) -> Path | None:
+    """A file named in the config: beside the config file if relative, `$CREDENTIALS_DIRECTORY`
+    expanded (systemd's LoadCredential=), and proven readable when read is given."""
+    name = reader.get(data, key, where, values.text, None)
+    if name is None:
+        return None
+    prefix = "$CREDENTIALS_DIRECTORY/"
+    if name.startswith(prefix):
+        if not env.get("CREDENTIALS_DIRECTORY"):
+            message = "$CREDENTIALS_DIRECTORY is not set (systemd sets it for LoadCredential=)"
+            reader.problem(data.lines[key], f"{where}{key}: {message}")
+            return None
+        name = str(Path(env["CREDENTIALS_DIRECTORY"]) / name[len(prefix) :])
+    path = Path(reader.file).parent / name
+    if read is not None:
+        try:
+            read(str(path))
+        except ValueError as exc:
+            reader.problem(data.lines[key], f"{where}{key}: {exc}")
+    return path
+
+
+def _signing(
+    reader: _Reader,
+    top: YMap,
+    env: Mapping[str, str],
+    read_secret: Callable[[str], str] | None,
+) -> Signing | None:
+    where = "signing: "
+    if "signing" not in top:
+        return None
+    data = reader.section(top["signing"], where, ("key", "keys", "window"), top.lines["signing"])
+    if data is None:
+        return None
+    window = reader.get(data, "window", where, values.duration, None)
+    current = reader.get(data, "key", where, values.text, "")
+    if not current:
+        reader.problem(data.line, f"{where}key: missing (the id of the key that signs)")
+    listed = data.get("keys")
+    if not isinstance(listed, YMap) or not listed:
+        message = f"must map key ids to key files, got {values.kind(listed)}"
+        reader.problem(data.lines.get("keys", data.line), f"{where}keys: {message}")
+        return None
+    reader.section(listed, f"{where}keys: ", tuple(map(str, listed)), None)  # duplicate ids
+    keys = {}
+    for key_id in listed:
+        line = listed.lines[key_id]
+        path = _file(reader, listed, key_id, f"{where}keys: ", env, None)
+        if path is None or read_secret is None:
+            continue
+        try:  # the key's text goes nowhere but Key.secret: not into a problem, not into a log
+            keys[str(key_id)] = key_from_text(str(key_id), read_secret(str(path)))
+        except ValueError as exc:
+            reader.problem(line, f"{where}keys: {key_id}: {exc}")
+    if current and current not in listed:
+        reader.problem(data.lines["key"], f"{where}key: {current!r} is not one of keys")
+    if current not in keys:
+        return None
+    return Signing(keys[current], MappingProxyType(keys), window)
 
 
 _BROKER = BrokerConfig()

@@ -55,6 +55,7 @@ class Reason(Enum):
 
     MALFORMED = "malformed"  # not a beatd v1 message, or properties/headers out of bounds
     REFUSED = "refused"  # args the task does not take (README: Security)
+    BAD_SIGNATURE = "bad_signature"  # unsigned, forged, wrongly keyed or replayed (signing:)
     UNKNOWN_TASK = "unknown_task"  # a task this worker's file does not define
     EXPIRED = "expired"  # expires_at passed before it could start
     FAILED = "failed"  # non-zero exit, a signal, an exception

@@ -14,16 +14,19 @@ import contextlib
 import logging
 import os
 import random
+import re
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import pika
 import pika.exceptions
 from pika.adapters.asyncio_connection import AsyncioConnection
 
-from beatd.core.config import BrokerConfig
+from beatd.core.config import BrokerConfig, TlsConfig
 from beatd.core.errors import BrokerError
 from beatd.core.ports import Setup
 from beatd.core.values import redact
@@ -229,6 +232,8 @@ async def _open_connection(url: str, config: BrokerConfig, name: str) -> Any:
         parameters.credentials = pika.PlainCredentials(
             parameters.credentials.username, config.password
         )
+    if urlsplit(url).scheme == "amqps":
+        parameters.ssl_options = _ssl_options(url, config.tls)
     parameters.heartbeat = max(1, round(config.heartbeat.total_seconds()))
     parameters.connection_attempts = 1
     parameters.socket_timeout = 10
@@ -248,7 +253,8 @@ async def _open_connection(url: str, config: BrokerConfig, name: str) -> Any:
 
     def on_error(_connection: Any, error: BaseException) -> None:
         if not opened.done():
-            opened.set_exception(BrokerError(f"{redact(url)}: {describe(error)}"))
+            reason = _tls_failure(error) or describe(error)
+            opened.set_exception(BrokerError(f"{redact(url)}: {reason}"))
 
     connection = AsyncioConnection(
         parameters,
@@ -262,6 +268,71 @@ async def _open_connection(url: str, config: BrokerConfig, name: str) -> Any:
         with contextlib.suppress(Exception):
             connection.close()
         raise
+
+
+_warned_unverified: set[str] = set()
+
+
+def _ssl_options(url: str, tls: TlsConfig) -> Any:
+    """pika's TLS settings for an amqps:// URL: the server's certificate is checked against
+    ca_file (else the system's CAs) and must name the URL's host, unless verify is off."""
+    host = urlsplit(url).hostname
+    return pika.SSLOptions(_ssl_context(url, tls), host)
+
+
+def _ssl_context(url: str, tls: TlsConfig) -> ssl.SSLContext:
+    shown = redact(url)
+    what = f"ca_file {tls.ca_file}"
+    try:
+        context = ssl.create_default_context(
+            cafile=None if tls.ca_file is None else str(tls.ca_file)
+        )
+        if tls.cert_file is not None:
+            what = f"cert_file {tls.cert_file}" + (f"/key_file {tls.key_file}" * bool(tls.key_file))
+            context.load_cert_chain(
+                str(tls.cert_file), None if tls.key_file is None else str(tls.key_file)
+            )
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise BrokerError(f"{shown}: TLS: cannot load {what}: {reason}") from None
+    if not tls.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        if url not in _warned_unverified:  # once per URL, not once per reconnect
+            _warned_unverified.add(url)
+            log.warning(
+                "TLS VERIFICATION IS OFF for %s (broker.tls.verify: false): the connection is "
+                "encrypted but anyone on the network path can impersonate the broker and read "
+                "the password and every run",
+                shown,
+            )
+    return context
+
+
+def _tls_failure(error: BaseException) -> str | None:
+    """The TLS reason inside a pika connection error ("certificate verify failed: ..."), or
+    None if it was not a TLS failure. pika wraps the ssl error in layers (a workflow failure
+    holds a list of attempts, each the error of one), or keeps only its text (a lost stream:
+    the broker's alert after the handshake, e.g. a client certificate it refused)."""
+    seen: list[BaseException] = []
+    pending: list[object] = [error]
+    while pending and len(seen) < 20:
+        item = pending.pop(0)
+        if isinstance(item, str) and (match := _SSL_TEXT.search(item)):
+            return f"TLS: refused by the broker: {match.group(1).strip()}"
+        if not isinstance(item, BaseException) or item in seen:
+            continue
+        seen.append(item)
+        if isinstance(item, ssl.SSLCertVerificationError):
+            return f"TLS: certificate verify failed: {item.verify_message}"
+        if isinstance(item, ssl.SSLError):
+            return f"TLS: {item.reason or item}".replace("_", " ").lower()
+        pending += [*item.args, *getattr(item, "exceptions", ()), getattr(item, "exception", None)]
+        pending.append(item.__cause__)
+    return None
+
+
+_SSL_TEXT = re.compile(r"\[SSL: \w+\] ([^(]+)")
 
 
 async def _open_channel(

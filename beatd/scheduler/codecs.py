@@ -4,6 +4,7 @@ exist on the broker before they are published. Pure; the scheduler does the decl
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from datetime import datetime
 from typing import Protocol
 
@@ -11,6 +12,7 @@ from beatd.compat import celery_codec
 from beatd.core.config import BrokerConfig, Config, Job, MessageFormat
 from beatd.core.errors import Problem
 from beatd.core.messages import BeatdTemplate, Draft, Outgoing, Run
+from beatd.core.signing import Key, Signing, sign
 
 
 class Codec(Protocol):
@@ -77,10 +79,11 @@ def _celery_at(run: Run, published_at: datetime) -> Outgoing:
 
 
 class Codecs:
-    """The codec for each job of one broker configuration."""
+    """The codec for each job of one configuration, and the signing of every draft."""
 
-    def __init__(self, broker: BrokerConfig) -> None:
+    def __init__(self, broker: BrokerConfig, signing: Signing | None = None) -> None:
         self.broker = broker
+        self.signing = signing
         self._by_format: dict[MessageFormat, Codec] = {
             MessageFormat.BEATD: BeatdCodec(broker.exchange),
             MessageFormat.CELERY: CeleryCodec(),
@@ -88,6 +91,13 @@ class Codecs:
 
     def __getitem__(self, job: Job) -> Codec:
         return self._by_format[job.format]
+
+    def draft(self, run: Run) -> Draft:
+        """run's message in its job's format, signed if the file has a signing key."""
+        draft = self._by_format[run.job.format].draft(run)
+        if self.signing is None:
+            return draft
+        return functools.partial(_signed, draft, self.signing.key)
 
     def exchanges(self, jobs: tuple[Job, ...]) -> set[str]:
         """Every exchange of beatd's that these jobs publish to (the default always)."""
@@ -99,7 +109,23 @@ class Codecs:
         return found
 
 
+def _signed(draft: Draft, key: Key, published_at: datetime) -> Outgoing:
+    """The message, with headers that sign it as of its publish time (a new dict: a job's
+    drafts share their headers)."""
+    message = draft(published_at)
+    props = message.properties
+    signature = sign(
+        key,
+        message_id=props.message_id,
+        routing_key=message.routing_key,
+        body=message.body,
+        signed_at=published_at,
+    )
+    properties = replace(props, headers={**props.headers, **signature})
+    return replace(message, properties=properties)
+
+
 def check(config: Config, path: str) -> list[Problem]:
     """What a scheduler could not publish for the jobs of config, one problem per job."""
-    codecs = Codecs(config.broker)
+    codecs = Codecs(config.broker, config.signing)
     return [Problem(path, None, p) for job in config.jobs for p in codecs[job].problems(job)]

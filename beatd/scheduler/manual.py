@@ -14,9 +14,10 @@ from beatd.scheduler.scheduler import ensure_queue
 
 async def publish_manual(config: Config, job: Job, clock: Clock = system_clock) -> Run:
     """Publish one run of job now; return it once the broker confirmed it."""
-    codec = Codecs(config.broker)[job]
+    codecs = Codecs(config.broker, config.signing)
+    codec = codecs[job]
     run = Run.manual(job, clock())
-    message = codec.draft(run)(clock())
+    message = codecs.draft(run)(clock())
     link = await one_shot(config.broker, name="trigger")
     try:
         channel = await link.channel(0)

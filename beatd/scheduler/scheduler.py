@@ -76,7 +76,7 @@ class Scheduler:
         self.jobs: dict[str, Job] = {}
         self.states: dict[str, JobState] = store.load()
         self.timetable = Timetable()
-        self.codecs = Codecs(config.broker)
+        self.codecs = Codecs(config.broker, config.signing)
         self._retry_s: dict[str, float] = {}
         self._parked: set[str] = set()  # due while the broker is away
         self._prepared: Prepared | None = None
@@ -197,7 +197,7 @@ class Scheduler:
                     expired.add(run.id)
                     self._log_expired(run)
                 else:
-                    yield codecs[run.job].draft(run)
+                    yield codecs.draft(run)
 
     def _plan(self, job: Job, now: datetime) -> plan.JobPlan:
         state = plan.current_state(job, self.states.get(job.name), now)
@@ -318,7 +318,7 @@ class Scheduler:
         """Take a validated config: new and changed jobs start from now, removed jobs go, and
         every job is rescheduled from its state."""
         self.config = config
-        self.codecs = Codecs(config.broker)
+        self.codecs = Codecs(config.broker, config.signing)
         self.jobs = {job.name: job for job in config.jobs}
         # Each job of the old file got a state row when it was adopted: this finds them all.
         removed = [name for name in self.states if name not in self.jobs]
@@ -367,6 +367,9 @@ class Scheduler:
 
     async def reload(self, config: Config, now: datetime) -> None:
         """Adopt a new validated config, reconnecting if its broker settings changed."""
+        if config.signing != self.config.signing:
+            log.warning("changes to signing: take effect when the scheduler restarts")
+            config = replace(config, signing=self.config.signing)
         broker_changed = config.broker != self.config.broker or Codecs(config.broker).exchanges(
             config.jobs
         ) != self.codecs.exchanges(self.config.jobs)

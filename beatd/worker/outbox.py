@@ -12,6 +12,7 @@ from beatd.core.config import BrokerConfig, WorkerConfig
 from beatd.core.errors import BrokerError
 from beatd.core.messages import Properties
 from beatd.core.ports import Broker, Channel, Delivery, Outcome
+from beatd.core.signing import Signing, sign
 from beatd.core.verdicts import (
     ATTEMPT_HEADER,
     DETAIL_HEADER,
@@ -66,8 +67,10 @@ class Outbox:
         identity: str,
         clock: Callable[[], datetime],
         stopping: Callable[[], bool],
+        signing: Signing | None = None,
     ) -> None:
         self.link = link
+        self.signing = signing
         self.config = config
         self.identity = identity
         self.clock = clock
@@ -106,6 +109,17 @@ class Outbox:
             REASON_HEADER: reason.value,
             DETAIL_HEADER: detail[:1000],
         }
+        if self.signing is not None:
+            # Re-signed as it will arrive: on the work queue's key, as the next attempt, and
+            # due when the holding queue lets it go, so the replay window starts then.
+            headers |= sign(
+                self.signing.key,
+                message_id=delivery.properties.message_id,
+                routing_key=w.queue,
+                body=delivery.body,
+                signed_at=self.clock() + delay,
+                attempt=attempt + 1,
+            )
         properties = onward(delivery.properties, headers)
 
         async def declare_holding(channel: Channel) -> None:

@@ -17,8 +17,9 @@ import socket
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from beatd.core import signing
 from beatd.core.config import Config
 from beatd.core.errors import BeatdError, BrokerError
 from beatd.core.inbound import admit
@@ -90,6 +91,7 @@ class Worker:
             identity=f"{socket.gethostname()}:{os.getpid()}",
             clock=clock,
             stopping=lambda: self.stopping,
+            signing=config.signing,
         )
         self._inflight: dict[str, InFlight] = {}
         self._handlers: set[asyncio.Task[None]] = set()
@@ -158,9 +160,13 @@ class Worker:
         try:
             message = admit(delivery.properties, delivery.body, max_body=max_body)
         except ValueError as exc:
-            self._spawn(self._reject_malformed(delivery, attempt, str(exc)), None)
+            self._spawn(self._refuse(delivery, attempt, Reason.MALFORMED, str(exc)), None)
             return
         now = self.clock()
+        unsigned = self._signature_problem(delivery, message, attempt, now)
+        if unsigned:
+            self._spawn(self._refuse(delivery, attempt, Reason.BAD_SIGNATURE, unsigned), None)
+            return
         entry = self._inflight.get(message.id)
         task = self.tasks.get(message.task)
         decision = judge(
@@ -371,7 +377,28 @@ class Worker:
         else:
             self._forget(entry, requeue=False)
 
-    async def _reject_malformed(self, delivery: Delivery, attempt: int, detail: str) -> None:
+    def _signature_problem(
+        self, delivery: Delivery, message: Received, attempt: int, now: datetime
+    ) -> str:
+        """Why a run is not one this worker's keys vouch for ("" if it is, or no signing:)."""
+        keys = self.config.signing
+        if keys is None:
+            return ""
+        expires = None if message.expires_at is None else message.expires_at - message.scheduled_at
+        check = signing.verify(
+            keys,
+            delivery.properties.headers,
+            message_id=delivery.properties.message_id,
+            routing_key=delivery.routing_key,
+            body=delivery.body,
+            attempt=attempt,
+            now=now,
+            window=signing.window_for(keys, expires),
+        )
+        return "" if check.ok else check.detail
+
+    async def _refuse(self, delivery: Delivery, attempt: int, reason: Reason, detail: str) -> None:
+        """Dead-letter a delivery that is not a run to consider (malformed, badly signed)."""
         headers = delivery.properties.headers
         job = headers.get("beatd-job")
         facts = RunFacts(
@@ -379,16 +406,16 @@ class Worker:
             job=job if isinstance(job, str) else "",
             task=delivery.properties.type or "",
             attempt=attempt,
-            reason=Reason.MALFORMED.value,
+            reason=reason.value,
             detail=detail,
         )
         log.warning(
-            "message %r (routing key %r): rejected, malformed: %s",
-            facts.run_id, delivery.routing_key, detail,
+            "message %r (routing key %r): rejected, %s: %s",
+            facts.run_id, delivery.routing_key, reason.value, detail,
         )  # fmt: skip
-        self.counts[Reason.MALFORMED.value] += 1
+        self.counts[reason.value] += 1
         self.outbox.emit(Event.REJECTED, facts)
-        if await self.outbox.dead_letter(delivery, attempt, Reason.MALFORMED, detail):
+        if await self.outbox.dead_letter(delivery, attempt, reason, detail):
             delivery.ack()
 
     def _settle(self, entry: InFlight) -> None:
