@@ -31,8 +31,11 @@ def worker_file(tmp_path: Path) -> Path:
         tasks:
           echo.args:
             command: [/bin/echo, "days:"]
+            args: append
+            args_separator: ""
           read.stdin:
             command: [{PY}, -c, "{READ_STDIN}"]
+            args: append
           show.env:
             command: [/usr/bin/env]
             env: {{REPORT_FORMAT: pdf}}

@@ -17,6 +17,7 @@ from tests.test_plan import job
 T0 = utc(2026, 11, 21, 5, 30)
 NOW = T0 + timedelta(minutes=3, seconds=1)
 C, U, N, L = Outcome.CONFIRMED, Outcome.UNROUTABLE, Outcome.NACKED, Outcome.LOST
+R = Outcome.REFUSED
 
 
 def three_runs() -> plan.JobPlan:
@@ -71,7 +72,7 @@ def test_all_expired_publishes_nothing_and_keeps_the_last_publish_time() -> None
     assert after.missed == 4
 
 
-@pytest.mark.parametrize("outcomes", list(itertools.product([None, C, U, N, L], repeat=3)))
+@pytest.mark.parametrize("outcomes", list(itertools.product([None, C, U, N, L, R], repeat=3)))
 def test_every_mix_keeps_the_cursor_at_the_last_settled_run_and_never_ahead(
     outcomes: tuple[Outcome | None, ...],
 ) -> None:
@@ -81,7 +82,7 @@ def test_every_mix_keeps_the_cursor_at_the_last_settled_run_and_never_ahead(
     expected_cursor = p.before.cursor if done == 0 else p.runs[done - 1].slot
     assert after.cursor == expected_cursor
     settled = outcomes[:done]
-    published = sum(o is not None for o in settled)
+    published = sum(o in (C, U) for o in settled)
     assert after.published == p.before.published + published
     assert after.unroutable == sum(o is U for o in settled)
     assert after.missed == p.before.missed + (done - published)

@@ -5,6 +5,7 @@ allow, every such message is dead-lettered with its reason, and the run behind i
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,35 @@ def test_poison_messages_are_dead_lettered_as_malformed_and_the_run_behind_them_
     assert "NaN" in details[6]
     assert "Traceback" not in log
     assert not any(line.startswith("FORGED") for line in log.splitlines()), log
+
+
+def nested(depth: int) -> dict[str, object]:
+    table: dict[str, object] = {"x": 1}
+    for _ in range(depth):
+        table = {"n": table}
+    return table
+
+
+def test_headers_pika_cannot_decode_are_dead_lettered_not_a_redelivery_loop(
+    tmp_path: Path, rabbit: Rabbit, names: Names
+) -> None:
+    # Issue 9, item 9: headers nested 700 deep raised RecursionError inside pika's frame reader;
+    # the connection dropped and the broker redelivered the message for ever.
+    out = tmp_path / "out"
+    tasks = {"after": {"command": ["/bin/sh", "-c", f"cat > {out}"]}}
+    config = worker_file(tmp_path, names, tasks)
+    limit = sys.getrecursionlimit()
+    with running_worker(config, tmp_path) as worker:
+        sys.setrecursionlimit(20_000)  # for pika's encoder here; the worker keeps its own
+        try:
+            publish(rabbit, names, message("after"), headers={"deep": nested(700)})
+        finally:
+            sys.setrecursionlimit(limit)
+        publish(rabbit, names, message("after"))
+        [dead] = dead_letters(rabbit, names, 1)
+        wait_for_file(out)
+        wait_until(lambda: queue_counts(names.queue) == (0, 0), what="all acked")
+        log = worker.log()
+    assert header(dead, "beatd-reason") == "malformed"
+    assert "properties could not be decoded: RecursionError" in header(dead, "beatd-detail")
+    assert "lost the broker connection" not in log

@@ -30,6 +30,10 @@ MAX_HEADER_FIELDS = 1000
 _INT64 = 2**63
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+# Set by the broker adapter on a delivery whose properties it could not decode (headers nested
+# hundreds deep, a timestamp past year 9999): the message is then refused, never retried.
+UNDECODABLE_HEADER = "beatd-undecodable-properties"
+
 
 def admit(properties: Properties, body: bytes, *, max_body: int = DEFAULT_MAX_BODY) -> Received:
     """Check a delivery's size, properties and headers, then parse its body; return the
@@ -73,6 +77,9 @@ def _property_problem(p: Properties) -> str:
 
 
 def _header_problem(headers: Mapping[Any, Any]) -> str:
+    undecodable = headers.get(UNDECODABLE_HEADER)
+    if undecodable is not None:
+        return f"properties could not be decoded: {undecodable}"
     fields = _fields_ok(headers, 1, MAX_HEADER_FIELDS, floats=True)
     if fields < 0:
         return (

@@ -28,6 +28,7 @@ class Outcome(Enum):
     UNROUTABLE = "unroutable"  # confirmed, but returned: no queue is bound for its key
     NACKED = "nacked"  # the broker refused it (internal error); publish again
     LOST = "lost"  # the channel or connection went away before a confirm; publish again
+    REFUSED = "refused"  # the client could not encode it: never sent, and never will be
 
 
 @dataclass(frozen=True, slots=True)

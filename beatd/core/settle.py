@@ -16,6 +16,7 @@ from beatd.core.plan import JobPlan
 from beatd.core.ports import Outcome
 
 _CONFIRMED, _UNROUTABLE = Outcome.CONFIRMED, Outcome.UNROUTABLE
+_TAKEN = (_CONFIRMED, _UNROUTABLE)  # what the broker confirmed
 
 
 def handled(outcomes: Sequence[Outcome | None]) -> int:
@@ -28,7 +29,7 @@ def handled(outcomes: Sequence[Outcome | None]) -> int:
 
 def settle(plan: JobPlan, outcomes: Sequence[Outcome | None], now: datetime) -> JobState:
     """The job's state after publishing plan.runs with these outcomes, in order (None: the run
-    expired before it could be published; it counts as missed)."""
+    expired before it could be published; it and a REFUSED one count as missed)."""
     runs, after = plan.runs, plan.state
     if len(runs) == 1 and outcomes[0] is _CONFIRMED:
         # A burst is thousands of these: one run, confirmed. Keep it cheap.
@@ -45,12 +46,12 @@ def settle(plan: JobPlan, outcomes: Sequence[Outcome | None], now: datetime) -> 
     else:
         base = plan.before
     settled = outcomes[:done]
-    published = sum(1 for outcome in settled if outcome is not None)
+    published = sum(1 for outcome in settled if outcome in _TAKEN)
     unroutable = sum(1 for outcome in settled if outcome is _UNROUTABLE)
     # The last slot is the newest the broker took, not merely the newest handled: a run that
     # expired before it could be published is handled (missed) but was never published.
     last_slot = next(
-        (run.slot for run, o in zip(runs[:done][::-1], settled[::-1], strict=True) if o),
+        (run.slot for run, o in zip(runs[:done][::-1], settled[::-1], strict=True) if o in _TAKEN),
         plan.before.last_slot,
     )
     return JobState(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import struct
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -13,12 +15,49 @@ import pika
 import pika.exceptions
 
 from beatd.core.errors import BrokerError
+from beatd.core.inbound import UNDECODABLE_HEADER
 from beatd.core.messages import Outgoing, Properties
 from beatd.core.ports import Delivery, Outcome
 from beatd.core.values import redact
 
+log = logging.getLogger("beatd.broker")
+
 if TYPE_CHECKING:
     from beatd.runtime.rabbitmq import Link
+
+_decode_properties = pika.spec.BasicProperties.decode
+AMQPError = pika.exceptions.AMQPError
+# What pika raises for a message it cannot encode (and so never sends).
+_UNSENDABLE = (
+    pika.exceptions.UnsupportedAMQPFieldException,
+    pika.exceptions.ShortStringTooLong,
+    ValueError,
+    TypeError,
+    OverflowError,
+    RecursionError,
+    struct.error,
+)
+
+
+def _decode_or_mark(self: Any, encoded: bytes, offset: int = 0) -> Any:
+    """pika decodes a delivery's properties inside its frame reader, where an exception drops
+    the connection and the broker redelivers the same message for ever (headers nested 700
+    deep: RecursionError; a header timestamp past 9999: OverflowError). Keep the delivery and
+    mark it instead, so the worker dead-letters it as malformed and goes on."""
+    try:
+        return _decode_properties(self, encoded, offset)
+    except (
+        RecursionError,
+        OverflowError,
+        ValueError,
+        struct.error,
+        pika.exceptions.AMQPError,
+    ) as exc:
+        self.headers = {UNDECODABLE_HEADER: f"{type(exc).__name__}: {str(exc)[:200]}"}
+        return self
+
+
+pika.spec.BasicProperties.decode = _decode_or_mark  # pika has no hook for this
 
 
 class Channel:
@@ -102,25 +141,16 @@ class Channel:
         may be a generator, so each can be stamped with its real send time.
         """
         batch = _Batch(self._loop)
-        for message in messages:
-            index = batch.add()
-            if not self.is_open:
-                batch.settle(index, Outcome.LOST)
-                continue
-            tag, self._next_tag = self._next_tag, self._next_tag + 1
-            self._unconfirmed[tag] = (batch, index, message.properties.message_id)
-            try:
-                self._ch.basic_publish(
-                    exchange=message.exchange,
-                    routing_key=message.routing_key,
-                    body=message.body,
-                    properties=_pika_properties(message.properties),
-                    mandatory=True,
-                )
-            except pika.exceptions.AMQPError:
-                del self._unconfirmed[tag]
-                batch.settle(index, Outcome.LOST)
-            if index % 500 == 499:
+        for count, message in enumerate(messages, 1):
+            self._publish_one(
+                batch,
+                message.exchange,
+                message.routing_key,
+                message.body,
+                message.properties,
+                mandatory=True,
+            )
+            if count % 500 == 0:
                 await asyncio.sleep(0)  # let heartbeats and early confirms through
         return await batch.sealed()
 
@@ -129,7 +159,9 @@ class Channel:
     ) -> Outcome:
         """Publish one message as given, mandatory, and wait for the broker's confirm (the
         worker's dead letters and retries)."""
-        [outcome] = await self._send_one(exchange, routing_key, body, properties, True).sealed()
+        batch = _Batch(self._loop)
+        self._publish_one(batch, exchange, routing_key, body, properties, mandatory=True)
+        [outcome] = await batch.sealed()
         return outcome
 
     def send_nowait(
@@ -137,24 +169,21 @@ class Channel:
     ) -> None:
         """Publish one message, not mandatory, without waiting for a confirm (the worker's
         events: telemetry must never hold anything up)."""
-        self._send_one(exchange, routing_key, body, properties, False)
+        self._publish_one(_Batch(self._loop), exchange, routing_key, body, properties, False)
 
-    def _send_one(
+    def _publish_one(
         self,
+        batch: _Batch,
         exchange: str,
         routing_key: str,
         body: bytes,
         properties: Properties,
         mandatory: bool,
-    ) -> _Batch:
-        batch = _Batch(self._loop)
+    ) -> None:
         index = batch.add()
         if not self.is_open:
             batch.settle(index, Outcome.LOST)
-            return batch
-        tag, self._next_tag = self._next_tag, self._next_tag + 1
-        # "" never matches a return: only a mandatory message can come back unroutable
-        self._unconfirmed[tag] = (batch, index, properties.message_id if mandatory else "")
+            return
         try:
             self._ch.basic_publish(
                 exchange=exchange,
@@ -163,10 +192,20 @@ class Channel:
                 properties=_pika_properties(properties),
                 mandatory=mandatory,
             )
+        except _UNSENDABLE as exc:
+            # pika marshals every frame before writing any: nothing went out, and sending the
+            # same message again cannot succeed (a field over 255 bytes, a float header).
+            log.warning("message %r cannot be sent: %s", properties.message_id[:300], exc)
+            batch.settle(index, Outcome.REFUSED)
+            return
         except pika.exceptions.AMQPError:
-            del self._unconfirmed[tag]
             batch.settle(index, Outcome.LOST)
-        return batch
+            return
+        # The broker numbers confirms by what it received: a tag only for what was sent, or
+        # every later confirm on this channel would be credited to the wrong message.
+        tag, self._next_tag = self._next_tag, self._next_tag + 1
+        # "" never matches a return: only a mandatory message can come back unroutable
+        self._unconfirmed[tag] = (batch, index, properties.message_id if mandatory else "")
 
     def _on_return(self, _ch: Any, _method: Any, properties: Any, _body: bytes) -> None:
         # basic.return arrives before the basic.ack for the same message

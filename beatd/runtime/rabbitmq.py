@@ -64,6 +64,7 @@ class Link:
         self._up = asyncio.Event()
         self._stop = asyncio.Event()
         self._connection: Any = None
+        self._connection_closed: asyncio.Future[BaseException] | None = None
 
     def channel_now(self) -> Channel | None:
         """The open channel, or None while the broker is away (never waits)."""
@@ -154,6 +155,7 @@ class Link:
         """Hold channels open on this connection until it closes; return why it closed."""
         self._connection = connection
         closed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+        self._connection_closed = closed
         connection.add_on_close_callback(lambda _c, reason: _resolve(closed, reason))
         channel_delay = BACKOFF_FIRST_S
         while not closed.done():
@@ -184,17 +186,17 @@ class Link:
                 log.warning("broker closed the channel (%s); reopening", describe(reason))
                 await asyncio.wait([closed], timeout=channel_delay)
                 channel_delay = min(channel_delay * 2, BACKOFF_MAX_S)
-        self._connection = None
+        self._connection = self._connection_closed = None
         return describe(closed.result()) if closed.done() else "closed"
 
     async def queue_exists(self, name: str) -> bool:
         """Whether a queue exists, asked on a throwaway channel: a passive declare of a
         missing queue makes the broker close the channel it came on."""
-        connection = self._connection
-        if connection is None or connection.is_closed:
+        connection, closed = self._connection, self._connection_closed
+        if connection is None or connection.is_closed or closed is None:
             raise BrokerError("not connected")
-        closed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
-        connection.add_on_close_callback(lambda _c, why: _resolve(closed, why))
+        # The connection's one close future: a callback per call would pile up for as long
+        # as the connection lives (one per Celery queue checked, on every reconnect).
         probe = await _open_channel(connection, self, closed, confirms=False)
         try:
             await probe.declare_queue(name, passive=True)
@@ -366,8 +368,12 @@ async def one_shot(config: BrokerConfig, name: str, timeout_s: float = 15.0) -> 
         raise BrokerError(f"no answer from {', '.join(config.redacted_urls())}") from None
     closed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
     connection.add_on_close_callback(lambda _c, why: _resolve(closed, why))
-    link._connection = connection
-    link._channel = await _open_channel(connection, link, closed)
+    link._connection, link._connection_closed = connection, closed
+    try:
+        link._channel = await _open_channel(connection, link, closed)
+    except BaseException:
+        await link.close()  # not left open behind a failed command
+        raise
     return link
 
 
