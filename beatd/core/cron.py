@@ -13,7 +13,7 @@ from __future__ import annotations
 import calendar
 import dataclasses
 import functools
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from datetime import MAXYEAR, UTC, datetime, timedelta, tzinfo
 
@@ -38,6 +38,9 @@ MACROS = {
 }
 _DAYS_IN_MONTH = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # Feb 29 exists
 _LENGTHS = {m: (28, 29) if m == 2 else (_DAYS_IN_MONTH[m],) for m in range(1, 13)}
+
+
+_ONE_DAY = timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,39 @@ class CronExpr:
                 continue
             return datetime(y, mo, d, h, mi, s2)  # wall clock; zone applied later
         return None
+
+    def count_between(self, start: datetime, end: datetime) -> int:
+        """How many naive wall-clock times in (start, end] match, a day at a time rather than a
+        slot at a time (a week of `* * * * *` is 10,080 slots, 7 days here). Wall time, so
+        across a DST change it is off by the slots of the skipped or repeated hour."""
+        total, day, last_day = 0, start.date(), end.date()
+        while day <= last_day:
+            if day.month in self.months:
+                last = (
+                    28
+                    if day.month == 2 and not calendar.isleap(day.year)
+                    else (_DAYS_IN_MONTH[day.month])
+                )
+                if self.day_matches(day.day, last, _first_weekday(day.year, day.month)):
+                    upto = self._times_upto(end) if day == last_day else self._per_day
+                    since = self._times_upto(start) if day == start.date() else 0
+                    total += upto - since
+            day += _ONE_DAY
+        return total
+
+    @property
+    def _per_day(self) -> int:
+        return len(self.hours) * len(self.minutes) * len(self.seconds)
+
+    def _times_upto(self, t: datetime) -> int:
+        """How many matching times of day are at or before t's time of day."""
+        per_hour = len(self.minutes) * len(self.seconds)
+        count = bisect_left(self.hours, t.hour) * per_hour
+        if t.hour in self.hours:
+            count += bisect_left(self.minutes, t.minute) * len(self.seconds)
+            if t.minute in self.minutes:
+                count += bisect_right(self.seconds, t.second)
+        return count
 
     def day_matches(self, d: int, last: int, first_weekday: int) -> bool:
         """Whether day d matches in a month of `last` days starting on first_weekday (0 = Sun)."""

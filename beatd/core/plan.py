@@ -14,11 +14,11 @@ from datetime import datetime
 from beatd.core.config import Job, Misfire
 from beatd.core.jobstate import JobState
 from beatd.core.messages import Run, Trigger
-from beatd.core.schedules import Interval, latest_between, slots_between
+from beatd.core.schedules import Cron, Interval, latest_between, slots_between
 
 CATCHUP_LIMIT = 1000  # `misfire: all` publishes at most this many missed slots per pass
 ON_TIME_LIMIT = 1000  # and at most this many on-time ones (a grace of many slots)
-COUNT_LIMIT = 10_000
+COUNT_LIMIT = 50  # cron slots counted one by one before counting by days
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,16 +141,26 @@ def _newest(
 
 
 def _count(job: Job, cursor: datetime, last: datetime) -> int:
-    """How many slots lie in (cursor, last]. Exact for intervals; for cron, counted up to
-    COUNT_LIMIT and then extrapolated (a week of `* * * * * *` is 604,800 slots: do not walk)."""
-    if isinstance(job.schedule, Interval):
-        return job.schedule.count_between(cursor, last)
-    count = 0
-    for slot in slots_between(job.schedule, cursor, last):
+    """How many slots lie in (cursor, last]: exact for intervals and for up to COUNT_LIMIT cron
+    slots; beyond that counted a day at a time on the wall clock (exact but for the slots of
+    a DST change), so a week down with 1,000 `* * * * *` jobs plans in milliseconds, not the
+    minutes that walking 10,080 slots per job took."""
+    schedule = job.schedule
+    if isinstance(schedule, Interval):
+        return schedule.count_between(cursor, last)
+    count, slot = 0, cursor
+    for slot in slots_between(schedule, cursor, last):
         count += 1
         if count == COUNT_LIMIT:
-            return count + int((last - slot) / ((slot - cursor) / count))
-    return count
+            break
+    else:
+        return count
+    if not isinstance(schedule, Cron):  # another kind of schedule: extrapolate from the rate
+        return count + int((last - slot) / ((slot - cursor) / count))
+    zone, shift = schedule.cron.zone, schedule.offset
+    start = (cursor - shift).astimezone(zone).replace(tzinfo=None)
+    end = (last - shift).astimezone(zone).replace(tzinfo=None)
+    return max(count, schedule.cron.expr.count_between(start, end))
 
 
 _MICROSECOND = datetime.resolution
