@@ -70,3 +70,45 @@ def test_a_state_file_from_another_schema_version_is_refused(tmp_path: Path) -> 
     db.close()
     with pytest.raises(StateError, match="schema 99"):
         State(path)
+
+
+def job_state(name: str, minute: int) -> JobState:
+    return JobState(name, "fp", cursor=datetime(2026, 11, 21, 5, minute, tzinfo=UTC))
+
+
+def test_a_state_file_deleted_while_running_is_written_anew_from_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 9, item 14: the daemon wrote into the unlinked file and, after a restart, treated
+    # every job as new.
+    path = tmp_path / "state.db"
+    state = State(path)
+    state.load()
+    state.save([job_state("a", 1), job_state("b", 1)])
+    for leftover in tmp_path.glob("state.db*"):
+        leftover.unlink()
+    state.save([job_state("a", 2)])
+    state.close()
+    assert "deleted or replaced" in caplog.text
+    assert read_states(path) == {"a": job_state("a", 2), "b": job_state("b", 1)}
+
+
+def test_a_full_disk_keeps_scheduling_from_memory_and_catches_up_when_there_is_room(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "state.db"
+    state = State(path)
+    state.load()
+    state.save([job_state("a", 1)])
+    pages = state._db.execute("PRAGMA page_count").fetchone()[0]
+    state._db.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own "disk is full"
+    many = [job_state(f"job-{i:04d}-{'x' * 200}", 2) for i in range(200)]
+    state.save(many)  # no exception: the scheduler goes on
+    state.save([job_state("a", 3)])
+    assert caplog.text.count("cannot write the state file") == 1, "said once, not per save"
+    state._db.execute("PRAGMA max_page_count = 1000000")
+    state.save([])
+    state.close()
+    assert len(read_states(path)) == 201
+    assert read_states(path)["a"] == job_state("a", 3)
+    assert "written again (201 jobs)" in caplog.text

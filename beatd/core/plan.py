@@ -149,7 +149,7 @@ def _count(job: Job, cursor: datetime, last: datetime) -> int:
     if isinstance(schedule, Interval):
         return schedule.count_between(cursor, last)
     count, slot = 0, cursor
-    for slot in slots_between(schedule, cursor, last):
+    for slot in slots_between(schedule, cursor, last):  # noqa: B007  (slot: the last one seen)
         count += 1
         if count == COUNT_LIMIT:
             break

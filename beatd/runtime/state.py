@@ -3,13 +3,16 @@ last slot the broker confirmed, the schedule's fingerprint and counters."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 
 from beatd.core.errors import StateError
 from beatd.core.jobstate import JobState
+
+log = logging.getLogger("beatd.scheduler")
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -35,46 +38,99 @@ def _time(text: str | None) -> datetime | None:
 
 
 class State:
-    """An open state database. Writes are one transaction per call."""
+    """An open state database. Writes are one transaction per call.
+
+    It keeps every job's row in memory too, so that a write that fails (a full disk, a file
+    deleted or replaced under the daemon) costs nothing but a log line: the scheduler goes on
+    from memory, and the next write puts every row back (bounded: one row per job).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = open_db(path, _SCHEMA, SCHEMA_VERSION, "the state file")
+        self._inode = _inode(path)
+        self._rows: dict[str, tuple[object, ...]] = {}
+        self._behind = False  # the file lacks rows that only memory has
 
     def load(self) -> dict[str, JobState]:
         try:
-            return _load(self._db)
+            states = _load(self._db)
         except (sqlite3.Error, ValueError) as exc:
             raise StateError(f"{self.path}: cannot read the state file: {_reason(exc)}") from exc
+        self._rows = {name: _row(state) for name, state in states.items()}
+        return states
 
     def save(self, states: Iterable[JobState]) -> None:
-        rows = [
-            (
-                s.name, s.fingerprint, _text(s.cursor), _text(s.last_slot),
-                _text(s.last_published_at), s.published, s.missed, s.unroutable,
-            )
-            for s in states
-        ]  # fmt: skip
-        if not rows:
+        rows = [_row(s) for s in states]
+        if not rows and not self._behind:
             return
-        try:
-            with self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany("INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?,?,?)", rows)
-        except sqlite3.Error as exc:
-            raise StateError(f"{self.path}: cannot write the state file: {_reason(exc)}") from exc
+        for row in rows:
+            self._rows[str(row[0])] = row
+        self._write(lambda db: db.executemany(_UPSERT, rows))
 
     def forget(self, names: Iterable[str]) -> None:
         """Drop jobs no longer in the file, so a job re-added later starts fresh."""
+        gone = [(n,) for n in names]
+        for (name,) in gone:
+            self._rows.pop(name, None)
+        self._write(lambda db: db.executemany("DELETE FROM jobs WHERE name = ?", gone))
+
+    def _write(self, change: Callable[[sqlite3.Connection], object]) -> None:
         try:
+            if _inode(self.path) != self._inode:
+                self._reopen()
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany("DELETE FROM jobs WHERE name = ?", [(n,) for n in names])
-        except sqlite3.Error as exc:
-            raise StateError(f"{self.path}: cannot write the state file: {_reason(exc)}") from exc
+                if self._behind:  # everything, from memory: the file missed some writes
+                    self._db.execute("DELETE FROM jobs")
+                    self._db.executemany(_UPSERT, list(self._rows.values()))
+                else:
+                    change(self._db)
+        except (sqlite3.Error, OSError, StateError) as exc:
+            if not self._behind:
+                log.error(
+                    "%s: cannot write the state file (%s); scheduling from memory and trying "
+                    "again at every save",
+                    self.path,
+                    _reason(exc),
+                )
+            self._behind = True
+            return
+        if self._behind:
+            log.warning("%s: the state file is written again (%d jobs)", self.path, len(self._rows))
+        self._behind = False
+
+    def _reopen(self) -> None:
+        log.warning(
+            "%s: the state file was deleted or replaced while beatd ran; writing it anew "
+            "from memory (%d jobs)",
+            self.path,
+            len(self._rows),
+        )
+        self._db.close()
+        self._db = open_db(self.path, _SCHEMA, SCHEMA_VERSION, "the state file")
+        self._inode = _inode(self.path)
+        self._behind = True
 
     def close(self) -> None:
         self._db.close()
+
+
+_UPSERT = "INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?,?,?)"
+
+
+def _row(s: JobState) -> tuple[object, ...]:
+    return (
+        s.name, s.fingerprint, _text(s.cursor), _text(s.last_slot),
+        _text(s.last_published_at), s.published, s.missed, s.unroutable,
+    )  # fmt: skip
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None
 
 
 def _load(db: sqlite3.Connection) -> dict[str, JobState]:
