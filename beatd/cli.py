@@ -338,7 +338,7 @@ def _list(args: argparse.Namespace) -> int:
     states = read_states(Path(config.state))  # before any output: a bad file is one clean error
     zone = None if args.local else config.timezone
     bounded: listing.Bounded | None = None
-    runs: Iterable[listing.Run]
+    runs: Iterable[listing.Upcoming]
     if args.count is None and until is None:  # one row per job: bounded by the file
         runs = listing.with_inactive(list(listing.upcoming(jobs, now)), jobs)
     else:

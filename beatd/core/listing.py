@@ -30,13 +30,13 @@ _END = datetime(MAXYEAR, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
-class Run:
+class Upcoming:
     at: datetime | None  # None: the job has no next run (disabled, or a one-off that is done)
     job: Job
     note: str = ""  # what daylight saving does to this run, in the job's zone
 
 
-_Item = tuple[datetime, str, Run]  # sorted by time, then job name (Runs never get compared)
+_Item = tuple[datetime, str, Upcoming]  # sorted by time, then job name (Runs never get compared)
 
 
 class Progress(Protocol):
@@ -57,7 +57,7 @@ def upcoming(
     now: datetime,
     count: int | None = None,
     until: datetime | None = None,
-) -> Iterator[Run]:
+) -> Iterator[Upcoming]:
     """Runs after now in time order. With neither count nor until: each enabled job's next run.
 
     Otherwise every run of the given jobs up to until, at most count of them; the merge is lazy
@@ -87,11 +87,11 @@ def _first(job: Job, t: datetime) -> _Item | None:
     schedule = job.schedule
     if not isinstance(schedule, Cron):
         at = _next(schedule, t)
-        return None if at is None else (at, job.name, Run(at, job))
+        return None if at is None else (at, job.name, Upcoming(at, job))
     offset = schedule.offset
     if not offset:  # most jobs: no jitter, no arithmetic
         fire = next_fire(schedule.cron, t)
-        return None if fire is None else (fire.at, job.name, Run(fire.at, job, fire.note))
+        return None if fire is None else (fire.at, job.name, Upcoming(fire.at, job, fire.note))
     try:
         fire = next_fire(schedule.cron, t - offset)
         if fire is None:
@@ -99,7 +99,7 @@ def _first(job: Job, t: datetime) -> _Item | None:
         at = fire.at + offset
     except OverflowError:  # jitter pushed it past year 9999: no more runs to show
         return None
-    return at, job.name, Run(at, job, fire.note)
+    return at, job.name, Upcoming(at, job, fire.note)
 
 
 def _next(schedule: Schedule, t: datetime) -> datetime | None:
@@ -114,21 +114,21 @@ def window_end(now: datetime, length: timedelta) -> datetime:
     return now + length if _END - now > length else _END
 
 
-def with_inactive(runs: list[Run], jobs: Sequence[Job]) -> list[Run]:
+def with_inactive(runs: list[Upcoming], jobs: Sequence[Job]) -> list[Upcoming]:
     """Append the jobs that have no next run (disabled, or done), so they are not hidden."""
     shown = {run.job.name for run in runs}
-    return runs + [Run(None, job) for job in jobs if job.name not in shown]
+    return runs + [Upcoming(None, job) for job in jobs if job.name not in shown]
 
 
 class Bounded:
     """At most limit runs; after iterating, `cut` says whether more were left out."""
 
-    def __init__(self, runs: Iterator[Run], limit: int) -> None:
+    def __init__(self, runs: Iterator[Upcoming], limit: int) -> None:
         self._runs = runs
         self.limit = limit
         self.cut = False
 
-    def __iter__(self) -> Iterator[Run]:
+    def __iter__(self) -> Iterator[Upcoming]:
         yield from itertools.islice(self._runs, self.limit)
         self.cut = next(self._runs, None) is not None
 
@@ -154,7 +154,7 @@ def schedule_words(job: Job) -> str:
     return f"{text} ({', '.join(notes)})" if notes else text
 
 
-def json_chunks(runs: Iterable[Run], states: Mapping[str, Progress]) -> Iterator[str]:
+def json_chunks(runs: Iterable[Upcoming], states: Mapping[str, Progress]) -> Iterator[str]:
     """One JSON array, one object per line, produced as the runs come."""
     separator = "[\n"
     for run in runs:
@@ -163,7 +163,7 @@ def json_chunks(runs: Iterable[Run], states: Mapping[str, Progress]) -> Iterator
     yield "[]\n" if separator == "[\n" else "\n]\n"
 
 
-def _record(run: Run, state: Progress | None) -> dict[str, Any]:
+def _record(run: Upcoming, state: Progress | None) -> dict[str, Any]:
     job = run.job
     last = state.last_slot if state else None
     return {
@@ -186,7 +186,7 @@ _Row = tuple[str, str, str, str, str, str, str]  # NEXT LEFT LAST JOB SCHEDULE T
 
 
 def table(
-    runs: Iterable[Run],
+    runs: Iterable[Upcoming],
     states: Mapping[str, Progress],
     now: datetime,
     zone: tzinfo | None,
@@ -214,7 +214,7 @@ def table(
             cells = fixed[job.name] = (last_text, job.name, schedule_words(job), job.task)
         return cells
 
-    def row(run: Run) -> _Row:
+    def row(run: Upcoming) -> _Row:
         job = run.job
         name = job.name
         counts[name] = counts.get(name, 0) + 1
