@@ -1105,6 +1105,11 @@ JOB = "jobs:\n  j:\n    task: a.b\n"
             id="task name over 255 bytes",
         ),
         pytest.param(
+            "timezone: UTC\ndefaults: [misfire, skip]\n",
+            "beatd.yaml:2: defaults: must be a mapping of keys to values, got a list",
+            id="defaults not a mapping",
+        ),
+        pytest.param(
             "broker:\n  exchange: amq.foo\n",
             "beatd.yaml:2: broker: exchange: 'amq.foo': names starting with amq. are reserved by"
             " RabbitMQ, which refuses to declare them; use another name, or one of amq.direct,"
@@ -1391,3 +1396,26 @@ def test_a_daemon_exits_78_on_a_file_it_cannot_start_from(
     with caplog.at_level(logging.ERROR):
         assert run(str(path), env) == 78
     assert any(str(path) in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("task", "expected"),
+    [
+        (
+            'command: [/bin/echo, "a\\0b"]',
+            "beatd.yaml:3: task 't': command: 'a\\x00b': an argument cannot hold a NUL character",
+        ),
+        (
+            "command: [/bin/true]\n    env: {A=B: x}",
+            "beatd.yaml:4: task 't': env: 'A=B': a name is not empty and has no = or NUL; a value"
+            " no NUL",
+        ),
+        (
+            'command: [/bin/true]\n    env: {A: "x\\0"}',
+            "beatd.yaml:4: task 't': env: 'A': a name is not empty and has no = or NUL; a value"
+            " no NUL",
+        ),
+    ],
+)
+def test_what_a_command_cannot_be_started_with_is_refused(task: str, expected: str) -> None:
+    assert problems(f"tasks:\n  t:\n    {task}\n") == [expected]

@@ -336,7 +336,8 @@ _JOB_KEYS = (*SCHEDULE_KINDS, "task", "args", "kwargs", *_JOB_OPTIONS)
 
 def _defaults(reader: _Reader, top: YMap, zone: tzinfo) -> dict[str, Any]:
     where = "defaults: "
-    data = reader.section(top.get("defaults", _EMPTY), where, tuple(_JOB_OPTIONS), None)
+    line = top.lines.get("defaults")
+    data = reader.section(top.get("defaults", _EMPTY), where, tuple(_JOB_OPTIONS), line)
     result: dict[str, Any] = {"timezone": zone}
     for key, convert in _JOB_OPTIONS.items():
         if data is not None and key in data:

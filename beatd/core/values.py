@@ -266,6 +266,9 @@ def argv(value: object) -> list[str]:
         )
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise ValueError(f"must be a non-empty list of strings, got {kind(value)}")
+    for arg in value:
+        if "\0" in arg:  # execve() takes C strings: the run would fail on every attempt
+            raise ValueError(f"{arg!r}: an argument cannot hold a NUL character")
     return list(value)
 
 
@@ -283,7 +286,10 @@ def environment(value: object) -> dict[str, str]:
     for key, item in value.items():
         if not isinstance(key, str) or isinstance(item, dict | list) or item is None:
             raise ValueError(f"{key!r}: values must be strings or numbers")
-        result[key] = str(item).lower() if isinstance(item, bool) else str(item)
+        shown = str(item).lower() if isinstance(item, bool) else str(item)
+        if not key or "=" in key or "\0" in key or "\0" in shown:  # what execve() cannot pass
+            raise ValueError(f"{key!r}: a name is not empty and has no = or NUL; a value no NUL")
+        result[key] = shown
     return result
 
 
