@@ -1105,6 +1105,16 @@ JOB = "jobs:\n  j:\n    task: a.b\n"
             id="task name over 255 bytes",
         ),
         pytest.param(
+            JOB + "    cron: '" + "1," * 600 + "1 * * * *'\n",
+            "beatd.yaml:4: job 'j': cron: 1,209 characters is too long (at most 1000)",
+            id="cron expression of 1209 characters",
+        ),
+        pytest.param(  # found by tests/test_config_fuzz.py: float(int) overflowed
+            JOB + "    every: 1" + "0" * 309 + "\n",
+            "beatd.yaml:4: job 'j': every: 1" + "0" * 309 + " is too long (at most 36500d",
+            id="whole number of seconds beyond a float",
+        ),
+        pytest.param(
             "timezone: UTC\ndefaults: [misfire, skip]\n",
             "beatd.yaml:2: defaults: must be a mapping of keys to values, got a list",
             id="defaults not a mapping",

@@ -31,10 +31,15 @@ SCHEDULE_KINDS = ("cron", "every", "at")
 # job invalid JSON. \w has no control characters. Names are in message ids (AMQP shortstrs).
 JOB_NAME = re.compile(r"[\w.:/-]{1,200}\Z")
 JOB_NAME_BYTES = 200
+MAX_CRON_CHARS = 1000
 
 
 def valid_job_name(name: object) -> bool:
-    return isinstance(name, str) and bool(JOB_NAME.match(name)) and len(name.encode()) <= 200
+    return (
+        isinstance(name, str)
+        and bool(JOB_NAME.match(name))
+        and len(name.encode()) <= JOB_NAME_BYTES
+    )
 
 
 class Misfire(Enum):
@@ -443,6 +448,8 @@ def _schedule(
     def expression(value: object) -> cron.CronExpr:
         if not isinstance(value, str):
             raise ValueError(f"must be a string like '*/15 * * * *', got {values.kind(value)}")
+        if len(value) > MAX_CRON_CHARS:  # parsing a 16 MiB list of minutes takes seconds
+            raise ValueError(f"{len(value):,} characters is too long (at most {MAX_CRON_CHARS})")
         try:
             return cron.parse(value, hash_key=name)
         except CronError as exc:
