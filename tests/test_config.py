@@ -1370,7 +1370,7 @@ def test_reading_leaves_the_garbage_collector_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The daemons' other threads run while a reload parses: a process-wide gc.disable() would
-    # be theirs too, and a reload that raised left it off for good.
+    # be theirs too.
     calls: list[str] = []
     monkeypatch.setattr(gc, "disable", lambda: calls.append("disable"))
     monkeypatch.setattr(gc, "enable", lambda: calls.append("enable"))

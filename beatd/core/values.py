@@ -83,10 +83,19 @@ def _amqp_name(value: object, what: str, limit: int = SHORTSTR_BYTES) -> str:
 
 
 def task_name(value: object) -> str:
+    if isinstance(value, str):
+        return _task_name(value)
+    return _task_name_uncached(value)
+
+
+def _task_name_uncached(value: object) -> str:
     name = text(value)
     if len(name.split()) != 1:
         raise ValueError(f"{name!r}: a task name has no spaces and at most 255 bytes")
     return _amqp_name(name, "a task name")  # it is also the AMQP `type` property
+
+
+_task_name = functools.lru_cache(maxsize=4096)(_task_name_uncached)  # jobs share their tasks
 
 
 def routing_key(value: object) -> str:

@@ -147,19 +147,14 @@ def _reader_problem(exc: yaml.reader.ReaderError, text: str, file: str) -> Probl
     return Problem(file, line, f"not valid YAML: unacceptable character {shown}: {exc.reason}")
 
 
-def _implicit_tag(value: str) -> str:
-    """The tag PyYAML's safe resolver gives a plain scalar (its regexes are slow)."""
-    if len(value) > 64:  # long values rarely repeat; caching them would pin them in memory
-        return _resolve(value)
-    return _cached_tag(value)
-
-
 def _resolve(value: str) -> str:
+    """The tag PyYAML's safe resolver gives a plain scalar (its regexes are slow)."""
     tag: str = _RESOLVER.resolve(ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
     return tag
 
 
-_cached_tag = functools.lru_cache(maxsize=4096)(_resolve)  # `task`, `true`... repeat all over
+_cached_tag = functools.lru_cache(maxsize=4096)(_resolve)  # `5m`, `true`... repeat all over
+_CACHED_CHARS = 64  # longer values rarely repeat; caching them would pin them in memory
 
 
 class _Builder:
@@ -248,7 +243,7 @@ class _Builder:
         if implicit:
             if value[:1] not in _RESOLVED_FIRST:  # most keys and values: a plain string
                 return value
-            tag = _implicit_tag(value)
+            tag = _cached_tag(value) if len(value) <= _CACHED_CHARS else _resolve(value)
         elif tag is None or tag == "!":
             return value
         if tag == _STR:
