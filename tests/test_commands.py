@@ -166,7 +166,7 @@ def test_args_errors_name_the_task_and_the_field() -> None:
         "w.yaml:8: task 'b': args: [0] '[0-9' is not a regular expression: unterminated"
         " character set at position 0",
         "w.yaml:11: task 'c': args: only for command tasks",
-        "w.yaml:13: task 'd': command: contains a NUL character",
+        "w.yaml:13: task 'd': command: 'a\\x00b': an argument cannot hold a NUL character",
         "w.yaml:16: task 'e': env: 'A=B': a name is not empty and has no = or NUL; a value no NUL",
     ]
 

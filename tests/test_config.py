@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import gc
+import logging
+import os
 import textwrap
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from beatd.core import config as config_module
 from beatd.core.config import (
     DEFAULT_BROKER_URL,
     Config,
@@ -402,7 +407,7 @@ def test_an_unreadable_password_file_is_a_problem_at_its_line(tmp_path: Path) ->
     with pytest.raises(ConfigError) as caught:
         read_config(path, HOME)
     assert [str(p) for p in caught.value.problems] == [
-        f"{path}:3: broker: password_file: cannot read /nonexistent/pw: No such file or directory"
+        f"{path}:3: broker: password_file: /nonexistent/pw: no such file"
     ]
 
 
@@ -857,8 +862,8 @@ def test_task_errors_name_the_task_and_field() -> None:
                 every: 1h
                 task: t
             """,
-            "beatd.yaml:3: job 'a job': a job name is 1-200 letters, digits and _ . : / -"
-            " characters",
+            "beatd.yaml:3: job 'a job': a job name is letters, digits and _ . : / -, at most"
+            " 200 bytes",
             id="bad job name",
         ),
         pytest.param(
@@ -987,7 +992,7 @@ def test_a_file_that_is_not_utf8_text_is_one_problem(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe\x00garbage\x80")
     with pytest.raises(ConfigError) as caught:
         read_config(path, HOME)
-    assert str(caught.value) == f"{path}: cannot read: not UTF-8 text"
+    assert str(caught.value) == f"{path}:1: not UTF-8 text (byte 0xff)"
 
 
 def test_a_job_with_two_schedules_also_reports_what_is_wrong_with_each() -> None:
@@ -999,3 +1004,428 @@ def test_a_job_with_two_schedules_also_reports_what_is_wrong_with_each() -> None
         "f.yaml:5: job 'j': cron and every given; a job has exactly one schedule",
         "f.yaml:5: job 'j': every: '0s' must be positive",
     ]
+
+
+# --- hostile and mistaken input (issue 9): one line each, never a traceback -------------------
+
+JOB = "jobs:\n  j:\n    task: a.b\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            JOB + "    at: 2027-02-29T09:00:00\n",
+            "beatd.yaml:4: job 'j': at: 2027-02-29T09:00:00 looks like a timestamp but is not"
+            " one (day is out of range for month); quote it if it is a string",
+            id="unquoted impossible date",
+        ),
+        pytest.param(
+            "jobs: " + "[" * 900 + "]" * 900 + "\n",
+            "beatd.yaml:1: not valid YAML here: nested more than 64 deep",
+            id="900 nested lists",
+        ),
+        pytest.param(
+            JOB + "    every: 1h\n    priority: " + "9" * 5000 + "\n",
+            "beatd.yaml:5: job 'j': priority: a number of 5000 characters (at most 4300)",
+            id="5000-digit integer",
+        ),
+        pytest.param(
+            JOB + "    every: 1h\n    kwargs: {n: " + "9" * 5000 + "}\n",
+            "beatd.yaml:5: job 'j': kwargs.n: a number of 5000 characters (at most 4300)",
+            id="5000-digit integer in kwargs",
+        ),
+        pytest.param(
+            "jobs:\n  ? !!set {a, b}\n  : {}\n",
+            "beatd.yaml:2: not valid YAML here: a key must be a scalar, got {",
+            id="set as a key",
+        ),
+        pytest.param(
+            JOB + "    every: !!int 1h\n",
+            "beatd.yaml:4: job 'j': every: !!int '1h' is not valid",
+            id="bad int tag",
+        ),
+        pytest.param(
+            JOB + "    every: !!float soon\n",
+            "beatd.yaml:4: job 'j': every: !!float 'soon' is not valid",
+            id="bad float tag",
+        ),
+        pytest.param(
+            JOB + "    every: 1h\n    enabled: !!bool maybe\n",
+            "beatd.yaml:5: job 'j': enabled: !!bool 'maybe' is not valid",
+            id="bad bool tag",
+        ),
+        pytest.param(
+            JOB + "    at: !!timestamp tomorrow\n",
+            "beatd.yaml:4: job 'j': at: !!timestamp 'tomorrow' is not valid",
+            id="bad timestamp tag",
+        ),
+        pytest.param(
+            JOB + "    at: 0001-01-01T00:00:00+01:00\n",
+            "beatd.yaml:4: job 'j': at: 0001-01-01 00:00:00+01:00 is not between the years 1970"
+            " and 9000",
+            id="at in year 1 with an offset",
+        ),
+        pytest.param(
+            JOB + "    at: '9999-12-31T23:59:59'\n    jitter: 1h\n",
+            "beatd.yaml:4: job 'j': at: 9999-12-31T23:59:59 is not between the years 1970 and 9000",
+            id="at in year 9999 with jitter",
+        ),
+        pytest.param(
+            JOB + "    at: 9999-12-31\n",
+            "beatd.yaml:4: job 'j': at: 9999-12-31 is not between the years 1970 and 9000",
+            id="at a date in year 9999",
+        ),
+        pytest.param(
+            'jobs:\n  "evil\\n":\n    task: a.b\n    every: 1h\n',
+            "beatd.yaml:2: job 'evil\\n': a job name is letters, digits and _ . : / -, at most"
+            " 200 bytes",
+            id="job name with a final newline",
+        ),
+        pytest.param(
+            f"jobs:\n  {'é' * 101}:\n    task: a.b\n    every: 1h\n",
+            f"beatd.yaml:2: job '{'é' * 101}': a job name is letters, digits and _ . : / -, at"
+            " most 200 bytes",
+            id="job name of 202 bytes",
+        ),
+        pytest.param(
+            JOB + '    every: 1h\n    routing_key: "a\\x07b"\n',
+            "beatd.yaml:5: job 'j': routing_key: 'a\\x07b': a routing key has no control"
+            " characters",
+            id="control character in a routing key",
+        ),
+        pytest.param(
+            'jobs:\n  j:\n    task: "a\\x00b"\n    every: 1h\n',
+            "beatd.yaml:3: job 'j': task: 'a\\x00b': a task name has no control characters",
+            id="control character in a task name",
+        ),
+        pytest.param(
+            "jobs:\n  j:\n    task: " + "t" * 256 + "\n    every: 1h\n",
+            "beatd.yaml:3: job 'j': task: a task name is 256 bytes in UTF-8; at most 255",
+            id="task name over 255 bytes",
+        ),
+        pytest.param(
+            JOB + "    cron: '" + "1," * 600 + "1 * * * *'\n",
+            "beatd.yaml:4: job 'j': cron: 1,209 characters is too long (at most 1000)",
+            id="cron expression of 1209 characters",
+        ),
+        pytest.param(  # found by tests/test_config_fuzz.py: float(int) overflowed
+            JOB + "    every: 1" + "0" * 309 + "\n",
+            "beatd.yaml:4: job 'j': every: 1" + "0" * 309 + " is too long (at most 36500d",
+            id="whole number of seconds beyond a float",
+        ),
+        pytest.param(
+            "timezone: UTC\ndefaults: [misfire, skip]\n",
+            "beatd.yaml:2: defaults: must be a mapping of keys to values, got a list",
+            id="defaults not a mapping",
+        ),
+        pytest.param(
+            "broker:\n  exchange: amq.foo\n",
+            "beatd.yaml:2: broker: exchange: 'amq.foo': names starting with amq. are reserved by"
+            " RabbitMQ, which refuses to declare them; use another name, or one of amq.direct,"
+            " amq.fanout, amq.topic, amq.headers, amq.match",
+            id="reserved exchange name",
+        ),
+        pytest.param(
+            "broker:\n  exchange: amq.topic\n  exchange_type: direct\n",
+            "beatd.yaml:3: broker: 'amq.topic' is a topic exchange; declaring it as direct is"
+            " refused",
+            id="standard exchange of another type",
+        ),
+        pytest.param(
+            "broker:\n  exchange: ''\n",
+            "beatd.yaml:2: broker: exchange: '' is the default exchange, which cannot be"
+            " declared; name one",
+            id="default exchange declared",
+        ),
+        pytest.param(
+            JOB + "    every: 1h\n    exchange: amq.fanout\n",
+            "beatd.yaml:5: job 'j': exchange: 'amq.fanout' is a fanout exchange; declaring it as"
+            " topic is refused",
+            id="job exchange of another type",
+        ),
+        pytest.param(
+            JOB + "    every: 1h\n    exchange: " + "x" * 256 + "\n",
+            "beatd.yaml:5: job 'j': exchange: an exchange name is 256 bytes in UTF-8; at most 255",
+            id="exchange name over 255 bytes",
+        ),
+        pytest.param(
+            JOB + "    every: 1h\n    format: celery\n    queue: " + "q" * 300 + "\n",
+            "beatd.yaml:6: job 'j': queue: a queue name is 300 bytes in UTF-8; at most 255",
+            id="celery queue over 255 bytes",
+        ),
+        pytest.param(
+            JOB + "    every: 1h\n    format: celery\n    queue: amq.q\n",
+            "beatd.yaml:6: job 'j': queue: 'amq.q': queue names starting with amq. are reserved"
+            " by RabbitMQ",
+            id="reserved queue name",
+        ),
+        pytest.param(
+            "broker:\n  url: amqp://h:99999/\n",
+            "beatd.yaml:2: broker: url: 'amqp://h:99999/' is not a valid URL: the port must be a"
+            " number 1-65535",
+            id="port out of range",
+        ),
+        pytest.param(
+            "broker:\n  url: amqp://u:secret@h:0/\n",
+            "beatd.yaml:2: broker: url: 'amqp://u:***@h:0/' is not a valid URL: the port must be"
+            " a number 1-65535",
+            id="port 0, password hidden",
+        ),
+        pytest.param(
+            "broker:\n  url: 'amqp://u:secret@[::1/'\n",
+            "beatd.yaml:2: broker: url: 'amqp://u:***@[::1/' is not a valid URL: Invalid IPv6 URL",
+            id="unparseable URL, password hidden",
+        ),
+        pytest.param(
+            "broker:\n  url: amqp://h/?heartbeat=abc\n",
+            "beatd.yaml:2: broker: url: 'amqp://h/?heartbeat=abc': options after ? are not"
+            " supported (beatd sets the connection options; the heartbeat is broker.heartbeat)",
+            id="URL options",
+        ),
+        pytest.param(
+            "broker:\n  url: amqp://h/a/b\n",
+            "beatd.yaml:2: broker: url: 'amqp://h/a/b': the path is the vhost, one segment"
+            " (write / as %2F)",
+            id="vhost of two segments",
+        ),
+        pytest.param(
+            'state: "/var/lib/\\0beatd.db"\n',
+            "beatd.yaml:1: state: '/var/lib/\\x00beatd.db': a path has no control characters",
+            id="NUL in the state path",
+        ),
+        pytest.param(
+            "worker:\n  queue: " + "q" * 240 + "\n",
+            "beatd.yaml:2: worker: queue: a queue name is 240 bytes in UTF-8; at most 233",
+            id="worker queue too long for its retry queues",
+        ),
+        pytest.param(
+            "worker:\n  dead_letter_exchange: amq.topic\n",
+            "beatd.yaml:2: worker: dead_letter_exchange: 'amq.topic' is a topic exchange;"
+            " declaring it as direct is refused (the worker declares direct)",
+            id="dead-letter exchange of another type",
+        ),
+        pytest.param(
+            "worker:\n  dead_letter_queue: amq.dead\n",
+            "beatd.yaml:2: worker: dead_letter_queue: 'amq.dead': queue names starting with amq."
+            " are reserved by RabbitMQ",
+            id="reserved dead-letter queue",
+        ),
+        pytest.param(
+            "worker:\n  bindings: ['" + "k" * 256 + "']\n",
+            "beatd.yaml:2: worker: bindings: a routing key is 256 bytes in UTF-8; at most 255",
+            id="binding over 255 bytes",
+        ),
+    ],
+)
+def test_hostile_and_mistaken_values_are_one_problem_each(text: str, expected: str) -> None:
+    found = problems(text)
+    assert len(found) == 1, found
+    assert found[0].startswith(expected)
+
+
+def test_the_standard_amq_exchanges_are_accepted_with_their_own_types() -> None:
+    config = load("""
+        broker:
+          exchange: amq.topic
+          exchange_type: topic
+        worker:
+          dead_letter_exchange: amq.direct
+          events_exchange: amq.topic
+        jobs:
+          a: {every: 1h, task: t.a, exchange: amq.topic}
+          b: {every: 1h, task: t.b, format: celery, exchange: amq.direct, routing_key: b}
+    """)
+    assert config.broker.exchange == "amq.topic"
+    assert [job.exchange for job in config.jobs] == ["amq.topic", "amq.direct"]
+    assert config.worker.dead_letter_exchange == "amq.direct"
+
+
+def test_celerys_double_slash_for_the_default_vhost_becomes_2f() -> None:
+    # kombu reads `//` as the vhost `/`; pika would connect to the vhost '' and be refused.
+    config = load("broker:\n  url: [amqp://h//, amqp://u:p@h:5673//]\n")
+    assert config.broker.urls == ("amqp://h/%2F", "amqp://u:p@h:5673/%2F")
+
+
+def test_every_bad_value_in_the_file_is_reported_with_its_job_and_field() -> None:
+    assert problems("""
+        jobs:
+          a:
+            task: t.a
+            at: 2027-02-30
+          b:
+            task: t.b
+            every: 1h
+            args: [1, !!int x]
+    """) == [
+        "beatd.yaml:5: job 'a': at: 2027-02-30 looks like a timestamp but is not one (day is out"
+        " of range for month); quote it if it is a string",
+        "beatd.yaml:9: job 'b': args[1]: !!int 'x' is not valid (invalid literal for int() with"
+        " base 10: 'x')",
+    ]
+
+
+def test_an_alias_bomb_is_refused_quickly_naming_the_cap() -> None:
+    levels = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    text = "x:\n" + "".join(f"  {line}\n" for line in levels) + JOB + "    every: 1h\n"
+    text += "    args: *a8\n"
+    assert problems(text) == [
+        "beatd.yaml:8: not valid YAML here: aliases expand to more than 1,000,000 values (the"
+        " cap), at *a5"
+    ]
+
+
+def test_args_repeated_through_aliases_are_checked_once_and_stay_shared() -> None:
+    block = "[" + ", ".join(["x"] * 999) + "]"
+    text = f"{JOB}    every: 1h\n    args: [&a {block}, {', '.join(['*a'] * 997)}]\n"
+    args = job(load(text), "j").args
+    assert len(args) == 998
+    assert all(item is args[0] for item in args)
+
+
+def test_a_problem_is_always_one_line_and_at_most_500_characters() -> None:
+    (found,) = problems(
+        'jobs:\n  j:\n    task: a.b\n    every: 1h\n    misfire: "' + "\\u2028" * 600 + '"\n'
+    )
+    assert "\u2028" not in found
+    assert len(found) == 500
+    assert found.endswith("…")
+
+
+def test_a_bug_becomes_one_problem_rather_than_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(config_module, "_broker", broken)
+    assert problems("jobs: {}\n") == [
+        "beatd.yaml: cannot be read (a bug in beatd, please report it): RuntimeError: boom"
+    ]
+
+
+# --- reading the file: regular files only, bounded ----------------------------------------------
+
+
+def read_in_thread(path: Path) -> list[str]:
+    """read_config's problems, from a thread: a read that blocked would fail the test, not hang."""
+    found: list[str] = []
+
+    def target() -> None:
+        try:
+            read_config(path, HOME)
+        except ConfigError as exc:
+            found.extend(str(p) for p in exc.problems)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), f"reading {path} blocked"
+    return found
+
+
+def test_a_fifo_is_refused_without_opening_it(tmp_path: Path) -> None:
+    fifo = tmp_path / "beatd.yaml"
+    os.mkfifo(fifo)
+    assert read_in_thread(fifo) == [f"{fifo}: is a FIFO (named pipe), not a regular file"]
+
+
+def test_a_device_is_refused_without_reading_it() -> None:
+    assert read_in_thread(Path("/dev/zero")) == [
+        "/dev/zero: is a character device, not a regular file"
+    ]
+
+
+def test_a_file_over_16_mib_is_refused_without_reading_it(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    with path.open("wb") as f:
+        f.truncate(16 * 1024 * 1024 + 1)  # sparse: nothing is written
+    assert read_in_thread(path) == [f"{path}: is 16,777,217 bytes; the limit is 16 MiB"]
+
+
+def test_a_file_of_exactly_16_mib_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_bytes(b"jobs: {}\n" + b"#" * (16 * 1024 * 1024 - 10) + b"\n")
+    assert read_config(path, HOME).jobs == ()
+
+
+def test_a_password_file_that_is_a_fifo_is_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "password"
+    os.mkfifo(fifo)
+    path = tmp_path / "beatd.yaml"
+    path.write_text(f"broker:\n  password_file: {fifo}\n")
+    assert read_in_thread(path) == [
+        f"{path}:2: broker: password_file: {fifo}: is a FIFO (named pipe), not a regular file"
+    ]
+
+
+def test_bad_utf8_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "beatd.yaml"
+    path.write_bytes(b"jobs:\n  a:\n    task: caf\xe9\n")
+    assert read_in_thread(path) == [f"{path}:3: not UTF-8 text (byte 0xe9)"]
+
+
+def test_reading_leaves_the_garbage_collector_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The daemons' other threads run while a reload parses: a process-wide gc.disable() would
+    # be theirs too.
+    calls: list[str] = []
+    monkeypatch.setattr(gc, "disable", lambda: calls.append("disable"))
+    monkeypatch.setattr(gc, "enable", lambda: calls.append("enable"))
+    path = tmp_path / "beatd.yaml"
+    path.write_text("jobs: {a: {every: 1h, task: t.a}}\n")
+    read_config(path, HOME)
+    assert calls == []
+
+
+# --- the daemons: a file they cannot start from is exit 78, not a traceback ---------------------
+
+HOSTILE_FILES = {
+    "impossible date": JOB + "    at: 2027-02-29T09:00:00\n",
+    "deep nesting": "jobs: " + "[" * 900 + "]" * 900 + "\n",
+    "huge integer": JOB + "    every: 1h\n    priority: " + "9" * 5000 + "\n",
+    "reserved exchange": "broker:\n  exchange: amq.foo\n" + JOB + "    every: 1h\n",
+    "at in year 1": JOB + "    at: 0001-01-01T00:00:00+01:00\n",
+}
+
+
+@pytest.mark.parametrize("daemon", ["scheduler", "worker"])
+@pytest.mark.parametrize("text", HOSTILE_FILES.values(), ids=HOSTILE_FILES.keys())
+def test_a_daemon_exits_78_on_a_file_it_cannot_start_from(
+    tmp_path: Path, daemon: str, text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from beatd.scheduler import daemon as scheduler
+    from beatd.worker import daemon as worker
+
+    path = tmp_path / "beatd.yaml"
+    path.write_text(text + "tasks:\n  a.b:\n    command: [/bin/true]\n")
+    env = {**HOME, "STATE_DIRECTORY": str(tmp_path)}
+    run = scheduler.run if daemon == "scheduler" else worker.run
+    with caplog.at_level(logging.ERROR):
+        assert run(str(path), env) == 78
+    assert any(str(path) in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("task", "expected"),
+    [
+        (
+            'command: [/bin/echo, "a\\0b"]',
+            "beatd.yaml:3: task 't': command: 'a\\x00b': an argument cannot hold a NUL character",
+        ),
+        (
+            "command: [/bin/true]\n    env: {A=B: x}",
+            "beatd.yaml:4: task 't': env: 'A=B': a name is not empty and has no = or NUL; a value"
+            " no NUL",
+        ),
+        (
+            'command: [/bin/true]\n    env: {A: "x\\0"}',
+            "beatd.yaml:4: task 't': env: 'A': a name is not empty and has no = or NUL; a value"
+            " no NUL",
+        ),
+    ],
+)
+def test_what_a_command_cannot_be_started_with_is_refused(task: str, expected: str) -> None:
+    assert problems(f"tasks:\n  t:\n    {task}\n") == [expected]

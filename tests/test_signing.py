@@ -288,7 +288,7 @@ def test_every_signing_problem_is_named_and_no_key_text_is_shown(tmp_path: Path)
     f = str(path)
     assert problems == [
         f"{f}:2: signing: key: 'k9' is not one of keys",
-        f"{f}:4: signing: keys: k1: cannot read {tmp_path}/missing: No such file or directory",
+        f"{f}:4: signing: keys: k1: {tmp_path}/missing: no such file",
         f"{f}:5: signing: keys: k2: key 'k2' is 15 bytes; at least 32 (make one with: "
         "openssl rand -base64 32)",
         f"{f}:6: signing: keys: k 3: key id 'k 3': 1-64 letters, digits and _ . -",

@@ -97,3 +97,62 @@ def test_without_inotify_the_file_is_polled(
     path.write_text("jobs: {}\n")
     monkeypatch.setattr(watch, "POLL_S", 0.05)
     assert asyncio.run(changes_after(path, lambda: path.write_text("x: 1\n"), poll=True)) >= 1
+
+
+def test_after_a_symlink_swap_to_another_directory_edits_of_the_new_target_are_noticed(
+    tmp_path: Path,
+) -> None:
+    # /etc/beatd/beatd.yaml -> /srv/v1/beatd.yaml, then swapped to /srv/v2/beatd.yaml: the
+    # watch must move on to v2's directory, or later edits there go unnoticed (issue 9, #18).
+    for name in ("etc", "v1", "v2"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "v1" / "beatd.yaml").write_text("jobs: {}\n")
+    (tmp_path / "v2" / "beatd.yaml").write_text("jobs: {a: 1}\n")
+    path = tmp_path / "etc" / "beatd.yaml"
+    path.symlink_to(tmp_path / "v1" / "beatd.yaml")
+
+    async def scenario() -> int:
+        changed = asyncio.Event()
+        count = 0
+
+        def on_change() -> None:
+            nonlocal count
+            count += 1
+            changed.set()
+
+        w = FileWatch(path, on_change)
+        w.start()
+        try:
+            swap = tmp_path / "etc" / ".beatd.yaml.new"
+            swap.symlink_to(tmp_path / "v2" / "beatd.yaml")
+            swap.replace(path)
+            await asyncio.wait_for(changed.wait(), 5)
+            changed.clear()
+            (tmp_path / "v2" / "beatd.yaml").write_text("jobs: {a: 2, b: 3}\n")
+            await asyncio.wait_for(changed.wait(), 5)
+        finally:
+            w.stop()
+        return count
+
+    assert asyncio.run(scenario()) == 2
+
+
+def test_the_old_targets_directory_is_no_longer_watched_after_a_swap(tmp_path: Path) -> None:
+    for name in ("etc", "v1", "v2"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "beatd.yaml").write_text("jobs: {}\n")
+    path = tmp_path / "etc" / "link.yaml"
+    path.symlink_to(Path("..") / "v1" / "beatd.yaml")
+
+    async def scenario() -> set[Path]:
+        w = FileWatch(path, lambda: None)
+        w.start()
+        try:
+            path.unlink()
+            path.symlink_to(tmp_path / "v2" / "beatd.yaml")
+            w._settled()
+            return set(w._watches)
+        finally:
+            w.stop()
+
+    assert asyncio.run(scenario()) == {tmp_path / "etc", tmp_path / "v2"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -150,3 +151,138 @@ def test_yaml_that_is_valid_but_not_plain_data_is_refused(
 def test_python_tags_never_run_code() -> None:
     with pytest.raises(YamlError, match="unsupported tag"):
         parse("!!python/object/apply:builtins.exit [3]\n", "f.yaml")
+
+
+# --- hostile input: every bad value is reported, and the work is bounded ----------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "a:\n  at: 2027-02-29T09:00:00\n",
+            "f.yaml:2: a.at: 2027-02-29T09:00:00 looks like a timestamp but is not one (day is"
+            " out of range for month); quote it if it is a string",
+        ),
+        ("a: 0000-01-01\n", "f.yaml:1: a: 0000-01-01 looks like a timestamp but is not one"),
+        ("a: !!int abc\n", "f.yaml:1: a: !!int 'abc' is not valid (invalid literal for int()"),
+        ("a: !!int ''\n", "f.yaml:1: a: !!int '' is not valid"),
+        ("a: [!!float x]\n", "f.yaml:1: a[0]: !!float 'x' is not valid"),
+        ("a: !!bool maybe\n", "f.yaml:1: a: !!bool 'maybe' is not valid"),
+        ("a: !!timestamp nope\n", "f.yaml:1: a: !!timestamp 'nope' is not valid"),
+        ("a: !!timestamp 2027-13-01\n", "f.yaml:1: a: !!timestamp '2027-13-01' is not valid"),
+        ("a: !!binary 'é'\n", "f.yaml:1: a: !!binary 'é' is not valid"),
+        ("a: !!omap x\n", "f.yaml:1: a: unsupported tag !!omap"),
+        ("a: !!set x\n", "f.yaml:1: a: unsupported tag !!set"),
+        ("a: 1" + "0" * 5000 + "\n", "f.yaml:1: a: a number of 5001 characters (at most 4300)"),
+        ("a: !!float " + "1" * 5000 + "\n", "f.yaml:1: a: a number of 5000 characters"),
+        ("a: " + "1:" * 3000 + "1\n", "f.yaml:1: a: a number of 6001 characters"),
+        ("a: !!seq x\n", "f.yaml:1: a: unsupported tag !!seq"),
+        ("? 2027-02-30\n: x\n", "f.yaml:1: 2027-02-30 looks like a timestamp but is not one"),
+    ],
+)
+def test_a_scalar_that_cannot_be_built_is_one_problem_naming_its_line_and_path(
+    text: str, expected: str
+) -> None:
+    with pytest.raises(YamlError) as caught:
+        parse(text, "f.yaml")
+    assert [str(p) for p in caught.value.problems] == [str(caught.value.problem)]  # exactly one
+    assert str(caught.value.problem).startswith(expected)
+
+
+def test_every_bad_scalar_in_the_file_is_reported_in_file_order() -> None:
+    text = "jobs:\n  a:\n    at: 2027-02-29\n  b:\n    args: [1, !!int x, {k: !!bool y}]\n"
+    with pytest.raises(YamlError) as caught:
+        parse(text, "f.yaml")
+    assert [(p.line, p.message.split(":")[0]) for p in caught.value.problems] == [
+        (3, "jobs.a.at"),
+        (5, "jobs.b.args[1]"),
+        (5, "jobs.b.args[2].k"),
+    ]
+
+
+def test_the_caller_says_how_a_path_is_named() -> None:
+    with pytest.raises(YamlError) as caught:
+        parse("x:\n  y: !!int z\n", "f.yaml", where=lambda path: f"<{'/'.join(path)}> ")
+    assert caught.value.problem.message.startswith("<x/y> !!int 'z'")
+
+
+def block(depth: int) -> str:
+    return "\n".join("  " * level + "a:" for level in range(depth)) + " x\n"
+
+
+@pytest.mark.parametrize("depth", [1, 64])
+def test_nesting_up_to_64_deep_is_fine(depth: int) -> None:
+    assert parse("[" * depth + "]" * depth, "f.yaml") is not None
+    assert parse(block(depth), "f.yaml") is not None
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[" * 65 + "]" * 65, "[" * 900 + "]" * 900, block(65), "{a: " * 5000 + "}" * 5000],
+)
+def test_nesting_deeper_than_64_is_refused(text: str) -> None:
+    with pytest.raises(YamlError) as caught:
+        parse(text, "f.yaml")
+    assert caught.value.problem.message == "not valid YAML here: nested more than 64 deep"
+
+
+def test_nesting_built_through_aliases_counts_too() -> None:
+    inner = "&a " + "[" * 40 + "]" * 40
+    text = f"x: {inner}\ny: " + "[" * 30 + "*a" + "]" * 30 + "\n"
+    with pytest.raises(YamlError) as caught:
+        parse(text, "f.yaml")
+    assert caught.value.problem.line == 2
+    assert caught.value.problem.message == "not valid YAML here: nested more than 64 deep, at *a"
+
+
+def billion_laughs(levels: int) -> str:
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + f"\nbomb: *a{levels}\n"
+
+
+def test_an_alias_bomb_is_refused_at_the_cap_without_building_it() -> None:
+    text = billion_laughs(8)  # 9**9 = 387 million strings once expanded
+    assert len(text.encode()) < 700
+    tracemalloc.start()
+    try:
+        with pytest.raises(YamlError) as caught:
+            parse(text, "f.yaml")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(caught.value.problem) == (
+        "f.yaml:7: not valid YAML here: aliases expand to more than 1,000,000 values (the cap),"
+        " at *a5"
+    )
+    assert peak < 2_000_000
+
+
+def test_aliases_below_the_cap_are_shared_not_copied() -> None:
+    many = "[" + ", ".join(["x"] * 999) + "]"
+    text = f"a: &a {many}\nb: [{', '.join(['*a'] * 998)}]\n"  # 998,000 values through aliases
+    data = parse(text, "f.yaml")
+    assert len(data["b"]) == 998
+    assert all(item is data["a"] for item in data["b"])
+
+
+def test_a_set_or_mapping_as_a_key_is_refused() -> None:
+    for text in ("? !!set {a, b}\n: 1\n", "? {a: 1}\n: 1\n"):
+        with pytest.raises(YamlError, match="a key must be a scalar"):
+            parse(text, "f.yaml")
+
+
+@pytest.mark.parametrize(("text", "line"), [("a: \x00\n", 1), ("a: 1\nb: é\x07\n", 2)])
+def test_a_control_character_is_one_problem_naming_its_line(text: str, line: int) -> None:
+    with pytest.raises(YamlError) as caught:
+        parse(text, "f.yaml")
+    assert caught.value.problem.line == line
+    assert "unacceptable character" in caught.value.problem.message
+    assert "\n" not in str(caught.value.problem)
+
+
+def test_long_plain_scalars_are_resolved_without_being_cached() -> None:
+    before = yamlfile._cached_tag.cache_info().currsize
+    assert parse("- 1" + "2" * 100 + "\n- 7\n", "f.yaml") == [int("1" + "2" * 100), 7]
+    assert yamlfile._cached_tag.cache_info().currsize <= before + 1  # 7 only

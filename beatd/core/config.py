@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import gc
 import hashlib
 import re
 from collections.abc import Callable, Collection, Mapping
@@ -19,19 +18,31 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from beatd.core import commands, cron, durations, values
+from beatd.core import commands, cron, durations, textfile, values
 from beatd.core.commands import ArgsPolicy
 from beatd.core.describe import describe
 from beatd.core.errors import ConfigError, CronError, Problem
 from beatd.core.schedules import At, Cron, Interval, Schedule
 from beatd.core.signing import Signing, key_from_text
-from beatd.core.yamlfile import YamlError, YMap, parse
+from beatd.core.yamlfile import YamlError, YMap, dotted, parse
 
 T = TypeVar("T")
 
 DEFAULT_BROKER_URL = "amqp://guest:guest@localhost:5672/%2F"
 SCHEDULE_KINDS = ("cron", "every", "at")
-JOB_NAME = re.compile(r"^[\w.:/-]{1,200}$")
+# \Z, not $: `$` also matches before a final newline, and "evil\n" made every message of its
+# job invalid JSON. \w has no control characters. Names are in message ids (AMQP shortstrs).
+JOB_NAME = re.compile(r"[\w.:/-]{1,200}\Z")
+JOB_NAME_BYTES = 200
+MAX_CRON_CHARS = 1000
+
+
+def valid_job_name(name: object) -> bool:
+    return (
+        isinstance(name, str)
+        and bool(JOB_NAME.match(name))
+        and len(name.encode()) <= JOB_NAME_BYTES
+    )
 
 
 class Misfire(Enum):
@@ -153,30 +164,17 @@ def read_config(path: str | Path, env: Mapping[str, str]) -> Config:
     """Read and validate a schedule file; raise ConfigError naming every problem."""
     name = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([Problem(name, None, "no such file")]) from None
-    except IsADirectoryError:
-        raise ConfigError([Problem(name, None, "is a directory, not a file")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError([Problem(name, None, f"cannot read: {reason}")]) from None
-    # A big file becomes millions of objects that all live on; the cyclic collector would
-    # rescan them again and again while they are built (a quarter of the time for 100k jobs).
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return parse_config(text, name, env, read_secret=_read_secret)
-    finally:
-        if was_enabled:
-            gc.enable()
+        text = textfile.read_text(path, textfile.MAX_CONFIG_BYTES)
+    except textfile.Unreadable as exc:
+        raise ConfigError([Problem(name, exc.line, str(exc))]) from None
+    return parse_config(text, name, env, read_secret=_read_secret)
 
 
 def _read_secret(path: str) -> str:
     try:
-        return Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+        return textfile.read_text(path, textfile.MAX_SECRET_BYTES).strip()
+    except textfile.Unreadable as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 class _Reader:
@@ -202,7 +200,7 @@ class _Reader:
             self.problem(dup_line, f"{where}duplicate key {key!r} (first at line {first})")
         for key in data:
             if key not in allowed:
-                hint = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = difflib.get_close_matches(str(key)[:100], allowed, n=1)
                 also = (
                     f" (did you mean {hint[0]!r}?)" if hint else f" (allowed: {', '.join(allowed)})"
                 )
@@ -232,11 +230,28 @@ def parse_config(
     read_secret reads the password, TLS and key files named in it (read_config passes one);
     without it none is read or checked, and a signing: section yields no keys (signing=None).
     """
+    try:
+        return _parse_config(text, file, env, read_secret)
+    except ConfigError:
+        raise
+    # The last resort, so that a bug cannot crash-loop a daemon on a reload or turn `check`
+    # into a traceback; every input known to get here is fixed at its cause and tested.
+    except Exception as exc:
+        message = f"cannot be read (a bug in beatd, please report it): {type(exc).__name__}"
+        raise ConfigError([Problem(file, None, f"{message}: {exc}")]) from exc
+
+
+def _parse_config(
+    text: str,
+    file: str,
+    env: Mapping[str, str],
+    read_secret: Callable[[str], str] | None,
+) -> Config:
     reader = _Reader(file)
     try:
-        data = parse(text, file)
+        data = parse(text, file, _where)
     except YamlError as exc:
-        raise ConfigError([exc.problem]) from None
+        raise ConfigError(exc.problems) from None
     if data is None:
         raise ConfigError([Problem(file, None, "file is empty (expected broker, jobs, ...)")])
     top = reader.section(data, "", _TOP_KEYS, 1)
@@ -244,12 +259,13 @@ def parse_config(
         raise ConfigError(reader.problems)
     zone = reader.get(top, "timezone", "", values.parse_zone, _UTC)
     defaults = _defaults(reader, top, zone)
+    broker = _broker(reader, top, env, read_secret)
     config = Config(
         path=file,
         timezone=zone,
-        broker=_broker(reader, top, env, read_secret),
+        broker=broker,
         state=_state_path(reader, top, env),
-        jobs=_jobs(reader, top, defaults),
+        jobs=_jobs(reader, top, defaults, broker.exchange_type),
         worker=_worker(reader, top),
         tasks=MappingProxyType(_tasks(reader, top)),
         has_worker_section="worker" in top or "tasks" in top,
@@ -258,6 +274,17 @@ def parse_config(
     if reader.problems:  # in file order; problems without a line (the environment) first
         raise ConfigError(sorted(reader.problems, key=lambda p: p.line or 0))
     return config
+
+
+def _where(path: tuple[Any, ...]) -> str:
+    """`job 'a': args[0]: ` for a bad value at jobs.a.args[0], as the other problems say it."""
+    if len(path) >= 2 and path[0] in ("jobs", "tasks"):
+        prefix, rest = f"{'job' if path[0] == 'jobs' else 'task'} {path[1]!r}: ", path[2:]
+    elif len(path) >= 2 and path[0] in ("broker", "worker", "defaults"):
+        prefix, rest = f"{path[0]}: ", path[1:]
+    else:
+        prefix, rest = "", path
+    return prefix + dotted(rest)
 
 
 _UTC: tzinfo = UTC
@@ -283,20 +310,25 @@ def _broker(
             urls = values.urls(env["BEATD_BROKER_URL"].split())
         except ValueError as exc:
             reader.problem(None, f"BEATD_BROKER_URL: {exc}")
-    secret_file = reader.get(data, "password_file", where, values.text, None)
+    secret_file = reader.get(data, "password_file", where, values.path, None)
     password = None
     if secret_file is not None and read_secret is not None:
         try:
             password = read_secret(secret_file)
         except ValueError as exc:
             reader.problem(data.lines["password_file"], f"{where}password_file: {exc}")
+    exchange = reader.get(data, "exchange", where, values.declared_exchange, "beatd")
+    exchange_type = reader.get(data, "exchange_type", where, _EXCHANGE_TYPES, "topic")
+    mismatch = values.exchange_type_problem(exchange, exchange_type)
+    if mismatch:
+        reader.problem(data.lines.get("exchange_type", data.lines["exchange"]), where + mismatch)
     tls = _tls(reader, data, env, read_secret)
     if "tls" in data and not any(url.startswith("amqps://") for url in urls):
         reader.problem(data.lines["tls"], f"{where}tls: given, but no broker URL is amqps://")
     return BrokerConfig(
         urls=urls,
-        exchange=reader.get(data, "exchange", where, values.exchange_name, "beatd"),
-        exchange_type=reader.get(data, "exchange_type", where, _EXCHANGE_TYPES, "topic"),
+        exchange=exchange,
+        exchange_type=exchange_type,
         heartbeat=reader.get(data, "heartbeat", where, values.duration, _BROKER.heartbeat),
         password=password,
         tls=tls,
@@ -401,7 +433,7 @@ _EMPTY.line, _EMPTY.lines, _EMPTY.duplicates = 0, {}, []
 
 def _state_path(reader: _Reader, top: YMap, env: Mapping[str, str]) -> Path:
     if "state" in top:  # a relative path is beside the file, wherever beatd was started
-        return Path(reader.file).parent / reader.get(top, "state", "", values.text, "state.db")
+        return Path(reader.file).parent / reader.get(top, "state", "", values.path, "state.db")
     if env.get("STATE_DIRECTORY"):  # set by systemd's StateDirectory=
         return Path(env["STATE_DIRECTORY"].split(":")[0]) / "state.db"
     home = Path(env["HOME"]) if env.get("HOME") else Path.home()
@@ -419,7 +451,7 @@ _JOB_OPTIONS: dict[str, Callable[[Any], Any]] = {
     "grace": values.duration,
     "enabled": values.boolean,
     "format": values.enum(MessageFormat),
-    "queue": values.text,
+    "queue": values.queue_name,
     "exchange": values.exchange_name,
 }
 _JOB_KEYS = (*SCHEDULE_KINDS, "task", "args", "kwargs", *_JOB_OPTIONS)
@@ -427,7 +459,8 @@ _JOB_KEYS = (*SCHEDULE_KINDS, "task", "args", "kwargs", *_JOB_OPTIONS)
 
 def _defaults(reader: _Reader, top: YMap, zone: tzinfo) -> dict[str, Any]:
     where = "defaults: "
-    data = reader.section(top.get("defaults", _EMPTY), where, tuple(_JOB_OPTIONS), None)
+    line = top.lines.get("defaults")
+    data = reader.section(top.get("defaults", _EMPTY), where, tuple(_JOB_OPTIONS), line)
     result: dict[str, Any] = {"timezone": zone}
     for key, convert in _JOB_OPTIONS.items():
         if data is not None and key in data:
@@ -435,7 +468,9 @@ def _defaults(reader: _Reader, top: YMap, zone: tzinfo) -> dict[str, Any]:
     return result
 
 
-def _jobs(reader: _Reader, top: YMap, defaults: Mapping[str, Any]) -> tuple[Job, ...]:
+def _jobs(
+    reader: _Reader, top: YMap, defaults: Mapping[str, Any], exchange_type: str
+) -> tuple[Job, ...]:
     data = top.get("jobs")
     if data is None:
         return ()
@@ -448,18 +483,23 @@ def _jobs(reader: _Reader, top: YMap, defaults: Mapping[str, Any]) -> tuple[Job,
     jobs = []
     for name, body in data.items():
         line = data.lines[name]
-        if not isinstance(name, str) or not JOB_NAME.match(name):
-            message = "a job name is 1-200 letters, digits and _ . : / - characters"
+        if not valid_job_name(name):
+            message = "a job name is letters, digits and _ . : / -, at most 200 bytes"
             reader.problem(line, f"job {name!r}: {message}")
             continue
-        job = _job(reader, name, body, line, defaults)
+        job = _job(reader, name, body, line, defaults, exchange_type)
         if job is not None:
             jobs.append(job)
     return tuple(jobs)
 
 
 def _job(
-    reader: _Reader, name: str, body: object, line: int, defaults: Mapping[str, Any]
+    reader: _Reader,
+    name: str,
+    body: object,
+    line: int,
+    defaults: Mapping[str, Any],
+    exchange_type: str,
 ) -> Job | None:
     where = f"job {name!r}: "
     data = reader.section(body, where, _JOB_KEYS, line)
@@ -482,6 +522,11 @@ def _job(
         reader.problem(line, f"{where}task: missing (the name executors run, e.g. reports.nightly)")
     if options.get("format") is not MessageFormat.CELERY and "queue" in data:
         reader.problem(data.lines["queue"], f"{where}queue: only used with format: celery")
+    if options.get("format") is not MessageFormat.CELERY and options.get("exchange"):
+        # beatd declares a job's exchange with broker.exchange_type (Celery's it only uses)
+        mismatch = values.exchange_type_problem(options["exchange"], exchange_type)
+        if mismatch:
+            reader.problem(data.lines.get("exchange", line), f"{where}exchange: {mismatch}")
     # Every kind given is checked, so `beatd check` reports all of a job's problems at once.
     schedules = [_schedule(reader, data, kind, name, zone, jitter) for kind in kinds]
     schedule = schedules[0] if len(kinds) == 1 else None
@@ -521,6 +566,8 @@ def _schedule(
     def expression(value: object) -> cron.CronExpr:
         if not isinstance(value, str):
             raise ValueError(f"must be a string like '*/15 * * * *', got {values.kind(value)}")
+        if len(value) > MAX_CRON_CHARS:  # parsing a 16 MiB list of minutes takes seconds
+            raise ValueError(f"{len(value):,} characters is too long (at most {MAX_CRON_CHARS})")
         try:
             return cron.parse(value, hash_key=name)
         except CronError as exc:
@@ -588,21 +635,22 @@ def _worker(reader: _Reader, top: YMap) -> WorkerConfig:
     d = WorkerConfig()
     if data is None:
         return d
-    state = reader.get(data, "state", w, values.text, None)
+    state = reader.get(data, "state", w, values.path, None)
+    exchanges = {}
+    for key, kind in (("dead_letter_exchange", "direct"), ("events_exchange", "topic")):
+        exchanges[key] = reader.get(data, key, w, values.declared_exchange, getattr(d, key))
+        mismatch = values.exchange_type_problem(exchanges[key], kind)
+        if mismatch:
+            reader.problem(data.lines[key], f"{w}{key}: {mismatch} (the worker declares {kind})")
     return WorkerConfig(
-        queue=reader.get(data, "queue", w, values.text, d.queue),
+        queue=reader.get(data, "queue", w, _WORK_QUEUE, d.queue),
         queue_type=reader.get(data, "queue_type", w, _QUEUE_TYPES, d.queue_type),
-        bindings=tuple(reader.get(data, "bindings", w, values.str_list, list(d.bindings))),
+        bindings=tuple(reader.get(data, "bindings", w, values.routing_keys, list(d.bindings))),
         concurrency=reader.get(data, "concurrency", w, values.int_between(1, 1000), d.concurrency),
-        dead_letter_exchange=reader.get(
-            data, "dead_letter_exchange", w, values.exchange_name, d.dead_letter_exchange
-        ),
         dead_letter_queue=reader.get(
-            data, "dead_letter_queue", w, values.text, d.dead_letter_queue
+            data, "dead_letter_queue", w, values.queue_name, d.dead_letter_queue
         ),
-        events_exchange=reader.get(
-            data, "events_exchange", w, values.exchange_name, d.events_exchange
-        ),
+        **exchanges,
         dedupe_size=reader.get(
             data, "dedupe_size", w, values.int_between(1, 10_000_000), d.dedupe_size
         ),
@@ -627,6 +675,11 @@ def _byte_size(value: object) -> int:
 
 
 _QUEUE_TYPES = values.choice("classic", "quorum")
+# Retries wait in `<queue>.retry.<ms>ms` (verdicts.retry_queue): room for 13 digits of ms, the
+# longest duration beatd takes.
+_WORK_QUEUE = functools.partial(
+    values.queue_name, limit=values.SHORTSTR_BYTES - len(".retry.3153600000000ms")
+)
 _TASK_KEYS = (
     "command", "call", "args", "args_separator", "timeout", "cwd", "env", "user", "retries",
     "retry_delay",

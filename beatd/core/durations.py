@@ -17,7 +17,9 @@ def parse_duration(value: object, *, allow_zero: bool = False) -> timedelta:
     """Parse a duration; a bare number means seconds, as in systemd. Raise ValueError."""
     if isinstance(value, bool):  # YAML's `yes` is an int subclass; never a duration
         raise ValueError(f"{value!r} is not a duration ({EXAMPLES})")
-    if isinstance(value, int | float) and math.isfinite(value):
+    if isinstance(value, int):  # exact: math.isfinite() of a 310-digit int overflows
+        total_ms = value * 1000
+    elif isinstance(value, float) and math.isfinite(value):
         total_ms = round(value * 1000)
     elif isinstance(value, str):
         total_ms = _parse_text(value)

@@ -4,12 +4,18 @@ Values are built straight from the parser's events rather than through PyYAML's 
 and constructor: with libyaml that is three times faster (0.17 s instead of 0.55 s for a
 10,000-job file), which is most of `beatd list`'s time budget. Scalars are still resolved and
 constructed by PyYAML's own safe resolver and constructors, so they mean what they always did.
+
+Hostile input is bounded: nesting depth, the values that aliases expand to (a "billion laughs"
+file of 650 bytes otherwise becomes billions of values for whatever walks it next), and the
+length of numbers (int() of a long decimal string takes quadratic time). A scalar that cannot be
+built (`2027-02-29`, `!!int abc`) does not stop the parse: it becomes an Invalid in place, and
+every one is reported at the end with where it is.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import yaml
@@ -33,6 +39,17 @@ _MERGE = "tag:yaml.org,2002:merge"
 _MAP = "tag:yaml.org,2002:map"
 _SET = "tag:yaml.org,2002:set"
 _SEQ = "tag:yaml.org,2002:seq"
+_TAG_PREFIX = "tag:yaml.org,2002:"
+_NUMBERS = frozenset({f"{_TAG_PREFIX}int", f"{_TAG_PREFIX}float"})
+# Tags whose safe constructors build a scalar; the others (seq, map, set, omap, pairs) are
+# generators that would hand back a half-built generator object for a scalar.
+_SCALAR_TAGS = frozenset(
+    f"{_TAG_PREFIX}{name}" for name in ("null", "bool", "int", "float", "binary", "timestamp")
+)
+
+MAX_DEPTH = 64  # mappings and lists inside each other, counting what aliases bring in
+MAX_ALIAS_VALUES = 1_000_000  # values reached through aliases, counted with repetition
+MAX_NUMBER_CHARS = 4300  # Python's own default cap on int('...') (CVE-2020-10735), made ours
 _RESOLVER = yaml.resolver.Resolver()
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 # First characters for which PyYAML's implicit resolvers may find something other than a string;
@@ -55,12 +72,34 @@ class YList(list[Any]):
     lines: list[int]
 
 
-class YamlError(ValueError):
-    """The text is not one valid YAML document."""
+class Invalid:
+    """A scalar that could not be built, left in its place so that parsing goes on."""
 
-    def __init__(self, problem: Problem) -> None:
-        self.problem = problem
-        super().__init__(str(problem))
+    __slots__ = ("line", "message")
+
+    def __init__(self, line: int, message: str) -> None:
+        self.line, self.message = line, message
+
+    def __repr__(self) -> str:
+        return "<invalid>"
+
+
+class YamlError(ValueError):
+    """The text is not one valid YAML document, or holds values that cannot be built."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        self.problem = self.problems[0]
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+Where = Callable[[tuple[Any, ...]], str]
+
+
+def dotted(path: tuple[Any, ...]) -> str:
+    """`jobs.a.args[0]: `, the default way to say where a bad value is."""
+    text = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path)
+    return f"{text.lstrip('.')}: " if text else ""
 
 
 def _events(text: str) -> Callable[[], Event]:
@@ -71,24 +110,51 @@ def _events(text: str) -> Callable[[], Event]:
     return CParser(text).get_event  # type: ignore[return-value]
 
 
-def parse(text: str, file: str) -> Any:
-    """Parse one YAML document into YMap/YList/scalars (None if empty); raise YamlError."""
+def parse(text: str, file: str, where: Where = dotted) -> Any:
+    """Parse one YAML document into YMap/YList/scalars (None if empty); raise YamlError naming
+    every value that cannot be built, each prefixed with where(path to it)."""
     try:
-        return _Builder(_events(text), file).document()
+        builder = _Builder(_events(text), file)  # PyYAML's reader checks the text right here
+        value = builder.document()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         what = ", ".join(part for part in (exc.context, exc.problem) if part) or "syntax error"
-        raise YamlError(Problem(file, line, f"not valid YAML: {what}")) from exc
-    except yaml.YAMLError as exc:
-        raise YamlError(Problem(file, None, f"not valid YAML: {exc}")) from exc
+        raise YamlError([Problem(file, line, f"not valid YAML: {what}")]) from exc
+    except yaml.reader.ReaderError as exc:
+        raise YamlError([_reader_problem(exc, text, file)]) from exc
+    except yaml.YAMLError as exc:  # pragma: no cover - PyYAML raises the two kinds above
+        raise YamlError([Problem(file, None, f"not valid YAML: {exc}")]) from exc
+    if builder.invalid:
+        paths = _paths_of_invalid(value)
+        builder.invalid.sort(key=lambda bad: bad.line)
+        raise YamlError(
+            [
+                Problem(file, bad.line, where(paths.get(id(bad), ())) + bad.message)
+                for bad in builder.invalid
+            ]
+        )
+    return value
 
 
-@functools.lru_cache(maxsize=4096)  # keys like `task` and values like `true` repeat all over
-def _implicit_tag(value: str) -> str:
+def _reader_problem(exc: yaml.reader.ReaderError, text: str, file: str) -> Problem:
+    # libyaml reports a byte offset, PyYAML a character index: find the character instead (the
+    # reader stops at its first occurrence).
+    char = exc.character
+    found = text.find(chr(char)) if isinstance(char, int) else -1
+    line = text.count("\n", 0, found) + 1 if found >= 0 else None
+    shown = f"#x{char:04x}" if isinstance(char, int) else repr(char)
+    return Problem(file, line, f"not valid YAML: unacceptable character {shown}: {exc.reason}")
+
+
+def _resolve(value: str) -> str:
     """The tag PyYAML's safe resolver gives a plain scalar (its regexes are slow)."""
     tag: str = _RESOLVER.resolve(ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
     return tag
+
+
+_cached_tag = functools.lru_cache(maxsize=4096)(_resolve)  # `5m`, `true`... repeat all over
+_CACHED_CHARS = 64  # longer values rarely repeat; caching them would pin them in memory
 
 
 class _Builder:
@@ -96,9 +162,14 @@ class _Builder:
         self.next = next_event
         self.file = file
         self.anchors: dict[str, Any] = {}
+        self.invalid: list[Invalid] = []
+        self.depth = 0  # mappings and lists open around the current event
+        self.expanded = 0  # values brought in by aliases so far
+        self.sizes: dict[str, tuple[int, int]] = {}  # anchor: (values, height)
+        self.measured: dict[int, tuple[int, int]] = {}  # id(container): (values, height)
 
     def fail(self, event: Event, message: str) -> YamlError:
-        return YamlError(Problem(self.file, _line(event), message))
+        return YamlError([Problem(self.file, _line(event), message)])
 
     def document(self) -> Any:
         self.next()  # StreamStartEvent
@@ -124,36 +195,85 @@ class _Builder:
         elif kind is SequenceStartEvent:
             result = self.sequence(event)  # type: ignore[arg-type]
         elif kind is AliasEvent:
-            anchor = event.anchor  # type: ignore[attr-defined]
-            if anchor not in self.anchors:
-                raise self.fail(event, f"not valid YAML: unknown alias *{anchor}")
-            return self.anchors[anchor]
+            return self.alias(event)
         else:  # pragma: no cover - the parser only yields the kinds above here
             raise self.fail(event, f"not valid YAML: unexpected {kind.__name__}")
         anchor = getattr(event, "anchor", None)
         if anchor:
             self.anchors[anchor] = result
+            self.sizes[anchor] = self.measure(result)
+        return result
+
+    def alias(self, event: Event) -> Any:
+        anchor = event.anchor  # type: ignore[attr-defined]
+        if anchor not in self.anchors:
+            raise self.fail(event, f"not valid YAML: unknown alias *{anchor}")
+        values, height = self.sizes[anchor]
+        self.expanded += values
+        if self.expanded > MAX_ALIAS_VALUES:
+            raise self.fail(
+                event,
+                f"not valid YAML here: aliases expand to more than {MAX_ALIAS_VALUES:,} values"
+                f" (the cap), at *{anchor}",
+            )
+        if self.depth + height > MAX_DEPTH:
+            raise self.fail(
+                event, f"not valid YAML here: nested more than {MAX_DEPTH} deep, at *{anchor}"
+            )
+        return self.anchors[anchor]
+
+    def measure(self, value: Any) -> tuple[int, int]:
+        """How many values a copy of value is, and how deep it nests; each container is
+        walked once (an alias bomb is a few lists referring to each other many times)."""
+        if not isinstance(value, dict | list | set):
+            return 1, 0
+        known = self.measured.get(id(value))
+        if known is not None:
+            return known
+        count, height = 1 + (len(value) if isinstance(value, dict) else 0), 0
+        for item in value.values() if isinstance(value, dict) else value:
+            item_count, item_height = self.measure(item)  # recursion: at most MAX_DEPTH deep
+            count, height = count + item_count, max(height, item_height)
+        self.measured[id(value)] = result = (count, height + 1)  # alive: anchors hold them
         return result
 
     def scalar(self, event: ScalarEvent) -> Any:
         tag, value = event.tag, event.value
-        if tag is None and event.implicit[0]:
+        implicit = tag is None and event.implicit[0]
+        if implicit:
             if value[:1] not in _RESOLVED_FIRST:  # most keys and values: a plain string
                 return value
-            tag = _implicit_tag(value)
+            tag = _cached_tag(value) if len(value) <= _CACHED_CHARS else _resolve(value)
         elif tag is None or tag == "!":
             return value
         if tag == _STR:
             return value
-        construct = _CONSTRUCTOR.yaml_constructors.get(tag)
-        if construct is None or tag in (_MAP, _SEQ):
-            raise self.fail(event, f"not valid YAML here: unsupported tag {tag}")
-        node = ScalarNode(tag, event.value, style=event.style)
-        return construct(_CONSTRUCTOR, node)
+        if tag not in _SCALAR_TAGS:
+            return self.bad(event, f"unsupported tag {_short(tag)}")
+        construct = _CONSTRUCTOR.yaml_constructors[tag]
+        if tag in _NUMBERS and len(value) > MAX_NUMBER_CHARS:
+            return self.bad(event, f"a number of {len(value)} characters (at most 4300)")
+        try:
+            return construct(_CONSTRUCTOR, ScalarNode(tag, value, style=event.style))
+        # PyYAML's constructors let through whatever their parsing raises: ValueError from
+        # date(2027, 2, 29), KeyError for `!!bool maybe`, IndexError for `!!int ''`, ...
+        except Exception as exc:
+            reason = str(exc).splitlines()[0] if isinstance(exc, ValueError) else ""
+            because = f" ({reason})" if reason else ""
+            if implicit:
+                message = f"{value} looks like a {_short(tag)[2:]} but is not one{because}"
+                return self.bad(event, f"{message}; quote it if it is a string")
+            return self.bad(event, f"{_short(tag)} {value!r} is not valid{because}")
+
+    def bad(self, event: Event, message: str) -> Invalid:
+        invalid = Invalid(_line(event), message)
+        self.invalid.append(invalid)
+        return invalid
 
     def mapping(self, start: MappingStartEvent) -> YMap:
         if start.tag not in (None, "!", _MAP, _SET):
-            raise self.fail(start, f"not valid YAML here: unsupported tag {start.tag}")
+            raise self.fail(start, f"not valid YAML here: unsupported tag {_short(start.tag)}")
+        self.enter(start)
         result = YMap()
         result.line, result.lines, result.duplicates = _line(start), {}, []
         merged: list[YMap] = []
@@ -171,9 +291,10 @@ class _Builder:
                 key = scalar(event)
                 if event.anchor:
                     self.anchors[event.anchor] = key
+                    self.sizes[event.anchor] = (1, 0)
             else:
                 key = value_of(event)
-                if isinstance(key, dict | list):
+                if isinstance(key, dict | list | set):
                     message = f"not valid YAML here: a key must be a scalar, got {key!r}"
                     raise self.fail(event, message)
             item = next_event()
@@ -187,7 +308,13 @@ class _Builder:
             for key, value in source.items():
                 if key not in result.lines:
                     result[key], result.lines[key] = value, source.lines[key]
+        self.depth -= 1
         return result
+
+    def enter(self, start: Event) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.fail(start, f"not valid YAML here: nested more than {MAX_DEPTH} deep")
 
     @staticmethod
     def is_merge_key(event: ScalarEvent) -> bool:
@@ -202,7 +329,8 @@ class _Builder:
 
     def sequence(self, start: SequenceStartEvent) -> YList:
         if start.tag not in (None, "!", _SEQ):
-            raise self.fail(start, f"not valid YAML here: unsupported tag {start.tag}")
+            raise self.fail(start, f"not valid YAML here: unsupported tag {_short(start.tag)}")
+        self.enter(start)
         result = YList()
         result.line, result.lines = _line(start), []
         while True:
@@ -211,7 +339,34 @@ class _Builder:
                 break
             result.lines.append(_line(event))
             result.append(self.value(event))
+        self.depth -= 1
         return result
+
+
+def _paths_of_invalid(root: Any) -> dict[int, tuple[Any, ...]]:
+    """Where each Invalid is (a bad key: where its mapping is); each container walked once."""
+    found: dict[int, tuple[Any, ...]] = {}
+    seen: set[int] = set()
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(root, ())]
+    while stack:  # bounded: every container is visited once
+        node, path = stack.pop()
+        if isinstance(node, Invalid):
+            found.setdefault(id(node), path)
+        elif isinstance(node, dict | list | set) and id(node) not in seen:
+            seen.add(id(node))
+            if isinstance(node, set):  # a !!set holds keys only
+                pairs: list[tuple[Any, Any]] = [(item, None) for item in node]
+            else:
+                pairs = list(node.items() if isinstance(node, dict) else enumerate(node))
+            for key, item in reversed(pairs):  # the stack pops them in file order
+                if isinstance(key, Invalid):
+                    found.setdefault(id(key), path)
+                stack.append((item, (*path, key)))
+    return found
+
+
+def _short(tag: str | None) -> str:
+    return f"!!{tag[len(_TAG_PREFIX) :]}" if tag and tag.startswith(_TAG_PREFIX) else str(tag)
 
 
 def _line(event: Event) -> int:

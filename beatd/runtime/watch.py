@@ -20,6 +20,7 @@ _IN_MOVED_FROM, _IN_MOVED_TO, _IN_CREATE, _IN_DELETE = 0x40, 0x80, 0x100, 0x200
 _MASK = _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_MOVED_FROM | _IN_CREATE | _IN_DELETE | _IN_ATTRIB
 _EVENT = struct.Struct("iIII")
 POLL_S = 2.0
+MAX_LINKS = 40  # as the kernel: a longer chain of symlinks is a loop
 
 
 DEBOUNCE_S = 0.2  # editors write a file in several steps: act once it is quiet
@@ -36,24 +37,36 @@ class FileWatch:
         self._poll: asyncio.TimerHandle | None = None
         self._pending: asyncio.TimerHandle | None = None
         self._names: set[str] = set()
+        self._watches: dict[Path, int] = {}  # directory: inotify watch descriptor
         self._last = self._signature()
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            self._fd = _inotify_watch(self._directories())
+            self._fd = _inotify_init()
+            self._rewatch()
         except OSError as exc:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+                self._watches.clear()
             log.info("inotify unavailable (%s); checking %s every %.0fs", exc, self.path, POLL_S)
             self._poll = loop.call_later(POLL_S, self._check)
             return
         loop.add_reader(self._fd, self._read)
 
-    def _directories(self) -> list[Path]:
-        # A symlinked file (Kubernetes ConfigMaps swap a `..data` link) changes in its
-        # target's directory, not only in the link's.
-        paths = {self.path.absolute(), self.path.resolve()}
-        self._names = {p.name for p in paths} | {"..data"}
-        return sorted({p.parent for p in paths})
+    def _rewatch(self) -> None:
+        """Watch the directories of every link on the way to the file, as they are now: a
+        symlink swapped to a file elsewhere must bring that file's directory in."""
+        assert self._fd is not None
+        hops = _hops(self.path)
+        self._names = {hop.name for hop in hops} | {"..data"}  # Kubernetes ConfigMap volumes
+        # Resolved: one directory reached by two spellings is one inotify watch, not two.
+        wanted = {hop.parent.resolve() for hop in hops}
+        for directory in sorted(wanted - self._watches.keys()):
+            self._watches[directory] = _add_watch(self._fd, directory)
+        for directory in self._watches.keys() - wanted:
+            _remove_watch(self._fd, self._watches.pop(directory))
 
     def _read(self) -> None:
         assert self._fd is not None
@@ -82,6 +95,11 @@ class FileWatch:
 
     def _settled(self) -> None:
         self._pending = None
+        if self._fd is not None:
+            try:
+                self._rewatch()
+            except OSError as exc:  # a directory on the way is gone: the next change retries
+                log.warning("cannot watch for edits of %s: %s", self.path, exc)
         signature = self._signature()
         if signature != self._last:
             self._last = signature
@@ -100,20 +118,40 @@ class FileWatch:
                 asyncio.get_running_loop().remove_reader(self._fd)
             os.close(self._fd)
             self._fd = None
+            self._watches.clear()
         for handle in (self._poll, self._pending):
             if handle is not None:
                 handle.cancel()
         self._poll = self._pending = None
 
 
-def _inotify_watch(directories: list[Path]) -> int:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+def _hops(path: Path) -> list[Path]:
+    """The path, each symlink it goes through, and the file it ends at."""
+    hops = [path.absolute()]
+    for _ in range(MAX_LINKS):
+        if not hops[-1].is_symlink():
+            break
+        hops.append((hops[-1].parent / hops[-1].readlink()).absolute())
+    return [*hops, path.resolve()]  # resolve() also follows links among the directories
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _inotify_init() -> int:
+    fd = _LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
     if fd < 0:
         raise OSError(ctypes.get_errno(), "inotify_init1 failed")
-    for directory in directories:
-        if libc.inotify_add_watch(fd, os.fsencode(directory), _MASK) < 0:
-            errno = ctypes.get_errno()
-            os.close(fd)
-            raise OSError(errno, f"cannot watch {directory}: {os.strerror(errno)}")
     return int(fd)
+
+
+def _add_watch(fd: int, directory: Path) -> int:
+    wd = _LIBC.inotify_add_watch(fd, os.fsencode(directory), _MASK)
+    if wd < 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"cannot watch {directory}: {os.strerror(errno)}")
+    return int(wd)
+
+
+def _remove_watch(fd: int, wd: int) -> None:
+    _LIBC.inotify_rm_watch(fd, wd)  # fails only if the directory went away: nothing to undo
