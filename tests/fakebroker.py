@@ -20,6 +20,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import pika
+import pika.exceptions
+import pika.spec
+
 from beatd.core.config import BrokerConfig
 from beatd.core.errors import BrokerError
 from beatd.core.jobstate import JobState
@@ -61,6 +65,9 @@ class FakeBroker:
         self.links: list[FakeLink] = []
         self.faults: deque[str] = deque()  # consumed one per published message: NACK or LOSE
         self.accepted: list[Message] = []  # every message the broker confirmed, in order
+        # Publishes for which this returns True fail as pika fails to encode a frame (see
+        # _encode_as_pika): a test picks the messages that cannot be sent.
+        self.unencodable: Callable[[str, Properties], bool] = lambda _exchange, _props: False
         self._changed = asyncio.Event()
 
     # The test's controls
@@ -92,6 +99,11 @@ class FakeBroker:
         for link in self.links:
             link.drop("connection reset")
         self._notify()
+
+    def delete_exchange(self, name: str) -> None:
+        """Delete an exchange as `rabbitmqctl`/the management UI does: its bindings go too."""
+        self.exchanges.pop(name, None)
+        self.bindings = {b for b in self.bindings if b[0] != name}
 
     def _notify(self) -> None:
         for link in self.links:
@@ -326,6 +338,14 @@ class FakeChannel:
     ) -> Outcome:
         if not self.open:
             return Outcome.LOST
+        try:
+            if self.broker.unencodable(exchange, properties):
+                raise pika.exceptions.ShortStringTooLong(properties.message_id)
+            _encode_as_pika(exchange, key, body, properties)
+        except pika.exceptions.AMQPError:
+            # What runtime.channel does when basic_publish raises: the message never left,
+            # the channel stays open.
+            return Outcome.LOST
         fault = self.broker.faults.popleft() if self.broker.faults else None
         if fault == NACK:
             return Outcome.NACKED
@@ -401,6 +421,27 @@ class FakeChannel:
         for queue_name, message in reversed(list(self._unacked.values())):
             self.broker.queues[queue_name].ready.appendleft(replace(message, redelivered=True))
         self._unacked.clear()
+
+
+def _encode_as_pika(exchange: str, key: str, body: bytes, p: Properties) -> None:
+    """Encode the frames as pika would, raising what pika raises for what it cannot send (a
+    short string over 255 bytes: ShortStringTooLong; a float header:
+    UnsupportedAMQPFieldException)."""
+    pika.spec.Basic.Publish(exchange=exchange, routing_key=key).encode()
+    pika.BasicProperties(
+        content_type=p.content_type,
+        content_encoding=p.content_encoding,
+        delivery_mode=p.delivery_mode,
+        message_id=p.message_id,
+        correlation_id=p.correlation_id,
+        reply_to=p.reply_to,
+        type=p.type,
+        app_id=p.app_id,
+        timestamp=p.timestamp,
+        priority=p.priority,
+        expiration=p.expiration,
+        headers=dict(p.headers) if p.headers else None,
+    ).encode()
 
 
 class MemoryStore:

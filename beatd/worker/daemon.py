@@ -139,13 +139,12 @@ class WorkerDaemon:
 
     async def _drain(self) -> None:
         self.notifier.send(STOPPING=1)
-        log.info("stopping: taking no new runs; waiting for %d running", self.worker.slots.busy)
+        log.info("stopping: taking no new runs; waiting for %d running", self.worker.running)
+        _left_behind(self.worker)
         await self.worker.drain()
 
     def _force_stop(self) -> None:
-        log.warning(
-            "stopping now: interrupting %d run(s), to run again later", self.worker.slots.busy
-        )
+        log.warning("stopping now: interrupting %d run(s), to run again later", self.worker.running)
         self._exit_code = EXIT_FAILED
         self.worker.interrupt()
 
@@ -200,3 +199,12 @@ class WorkerDaemon:
     def _send_status(self) -> None:
         self._status_timer = None
         self.notifier.send(STATUS=self._status())
+
+
+def _left_behind(worker: Worker) -> None:
+    if worker.lingering:
+        log.warning(
+            "%d call(s) past their timeout, already settled, are left to their threads: "
+            "they end with the worker",
+            worker.lingering,
+        )
