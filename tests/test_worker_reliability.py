@@ -8,12 +8,20 @@ import asyncio
 import logging
 from pathlib import Path
 
+import pika.exceptions
 import pytest
 
-from beatd.worker import outbox
+from beatd.runtime.clock import system_clock
+from beatd.runtime.rabbitmq import Link
+from beatd.runtime.seen import SeenStore
+from beatd.worker import daemon, outbox
+from beatd.worker.worker import Worker
 from tests.clock import utc
+from tests.rabbit import Rabbit, async_wait_until
 from tests.steps import driven, quiet
 from tests.worker_steps import DEAD, EXCHANGE, QUEUE, Pool, message
+from tests.workerutil import Names, publish, worker_file
+from tests.workerutil import message as rmessage
 
 T0 = utc(2026, 11, 21, 5, 31)
 WAIT = {"call": "tests.worker_tasks:wait_for"}
@@ -162,3 +170,64 @@ async def test_a_deleted_exchange_is_noticed_logged_once_and_declared_again(
     await asyncio.wait_for(pool.settle(), 5)
     assert out.read_text().count("\n") == 1
     await pool.stop()
+
+
+# The same over the real RabbitMQ: pika's channel closing on the 404, the link reopening it.
+
+
+@pytest.fixture
+def names(rabbit: Rabbit) -> Names:
+    return Names.fresh(rabbit)
+
+
+def test_on_a_real_broker_a_deleted_exchange_is_declared_and_bound_again(
+    tmp_path: Path, rabbit: Rabbit, names: Names, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    path = worker_file(tmp_path, names, {"x.record": RECORD})
+
+    def routed() -> bool:
+        try:
+            publish(rabbit, names, rmessage("x.record", args=[str(out)]))
+        except (pika.exceptions.UnroutableError, pika.exceptions.ChannelClosedByBroker):
+            return False
+        return True
+
+    async def main() -> None:
+        config, tasks = daemon.load(str(path), {})
+        store = SeenStore(tmp_path / "seen.db", 100)
+        ready = asyncio.Event()
+        worker = Worker(config, tasks, store, Link, env={}, clock=system_clock, on_ready=ready.set)
+        worker.start()
+        try:
+            await asyncio.wait_for(ready.wait(), 20)
+            await asyncio.to_thread(rabbit.delete_exchange, names.exchange)
+            assert not await asyncio.to_thread(routed)
+            await worker.check_bindings()
+            await async_wait_until(lambda: worker.link.channel_now() is None, 5)
+            for _ in range(400):  # the link reopens the channel after its backoff (about 1s)
+                if await asyncio.to_thread(routed):
+                    break
+                await asyncio.sleep(0.05)
+            await async_wait_until(out.exists, 20)
+        finally:
+            await worker.drain()
+            await worker.close()
+            store.close()
+
+    asyncio.run(main())
+    assert out.read_text().count("\n") == 1
+    gone = [r for r in caplog.records if "is gone" in r.getMessage()]
+    assert len(gone) == 1
+
+
+def test_a_task_timeout_over_the_consumer_timeout_is_warned_about_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tasks = {"t.long": {**RECORD, "timeout": "2h"}, "t.short": {**RECORD, "timeout": "5m"}}
+    pool = Pool(tmp_path, tasks, now=T0)
+    assert daemon.warn_long_tasks(pool.tasks, {}) == ["t.long"]
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "30m, RabbitMQ's default" in line and "x-consumer-timeout" in line
+    assert daemon.warn_long_tasks(pool.tasks, {"BEATD_CONSUMER_TIMEOUT": "3h"}) == []
+    assert daemon.warn_long_tasks(pool.tasks, {"BEATD_CONSUMER_TIMEOUT": "soon"}) == ["t.long"]
