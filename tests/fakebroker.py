@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -65,6 +65,8 @@ class FakeBroker:
         self.links: list[FakeLink] = []
         self.faults: deque[str] = deque()  # consumed one per published message: NACK or LOSE
         self.accepted: list[Message] = []  # every message the broker confirmed, in order
+        self.entered: Counter[str] = Counter()  # per queue: messages put into it
+        self.settled: Counter[tuple[str, str]] = Counter()  # (queue, ack|reject|requeue)
         # Publishes for which this returns True fail as pika fails to encode a frame (see
         # _encode_as_pika): a test picks the messages that cannot be sent.
         self.unencodable: Callable[[str, Properties], bool] = lambda _exchange, _props: False
@@ -129,6 +131,7 @@ class FakeBroker:
             return False
         targets = self.route(exchange, key)
         for name in targets:
+            self.entered[name] += 1
             self.queues[name].ready.append(replace(message, exchange=exchange, routing_key=key))
         for link in self.links:
             link.deliver()
@@ -404,6 +407,8 @@ class FakeChannel:
             return False
         queue_name, message = self._unacked.pop(delivery_tag)
         queue = self.broker.queues[queue_name]
+        how = "ack" if ack else "requeue" if requeue else "reject"
+        self.broker.settled[(queue_name, how)] += 1
         if not ack and requeue:
             queue.ready.appendleft(replace(message, redelivered=True))
         elif not ack:

@@ -235,9 +235,9 @@ def warn_long_tasks(tasks: Mapping[str, runner.Task], env: Mapping[str, str]) ->
     if long:
         log.warning(
             "task(s) %s may run longer than the broker's consumer timeout (%s%s): RabbitMQ would "
-            "then hand the run to another worker while it still runs here. Raise the timeout "
-            "on the queue (x-consumer-timeout, or a policy) and set BEATD_CONSUMER_TIMEOUT, "
-            "or keep task timeouts below it",
+            "then hand the run to another worker while it still runs here. Raise it for the "
+            "queue (a policy with consumer-timeout, RabbitMQ 3.12+) and set "
+            "BEATD_CONSUMER_TIMEOUT, or keep task timeouts below it",
             ", ".join(long),
             format_duration(limit),
             "" if limit is not CONSUMER_TIMEOUT else ", RabbitMQ's default",
