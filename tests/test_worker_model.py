@@ -184,7 +184,7 @@ class WorkerModel(RuleBasedStateMachine):
     @rule()
     def a_crash_and_a_restart(self) -> None:
         worker = self.worker
-        self.crashed_with |= set(worker._inflight)
+        self.crashed_with |= worker.ledger.ids()
         worker.interrupt()
         self.do(quiet())
         self.do(worker.close())  # its channel goes: what it had not acked is redelivered

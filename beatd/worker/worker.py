@@ -16,7 +16,7 @@ import os
 import socket
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from beatd.core import signing
@@ -38,27 +38,11 @@ from beatd.core.verdicts import (
     retry_delay,
 )
 from beatd.worker import outbox, runner
+from beatd.worker.bindings import BindingWatch
+from beatd.worker.ledger import InFlight, Ledger
 from beatd.worker.slots import Slots
 
 log = logging.getLogger("beatd.worker")
-
-# How often the worker checks that its exchange and bindings still exist: deleting the
-# exchange deletes its bindings, and a scheduler re-declaring it does not restore them.
-BIND_CHECK_S = 30.0
-
-
-@dataclass
-class InFlight:
-    """A run id this worker is settling: every delivery of it is acked together at the end."""
-
-    message: Received
-    attempt: int
-    deliveries: list[Delivery]
-    facts: RunFacts
-    # Another attempt of the same id that arrived meanwhile (a retry released before this one
-    # was acked, or a forged attempt header): held, unacked, and handed back once this one is
-    # settled, not requeued in a hot loop (issue 9 item 17).
-    parked: list[Delivery] = field(default_factory=list)
 
 
 class Worker:
@@ -102,7 +86,10 @@ class Worker:
             stopping=lambda: self.stopping,
             signing=config.signing,
         )
-        self._inflight: dict[str, InFlight] = {}
+        self.bindings = BindingWatch(
+            self.link, config.broker, config.worker, stopping=lambda: self.stopping
+        )
+        self.ledger = Ledger()
         # Calls past their timeout, settled, whose threads still hold a slot until they return.
         self.lingering = 0
         self._handlers: set[asyncio.Task[None]] = set()
@@ -110,12 +97,11 @@ class Worker:
         self._ready = False
         self._link_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
-        self._exchange_gone = False
 
     def start(self) -> None:
         """Start keeping the broker link up; consuming starts on every new channel."""
         self._link_task = asyncio.create_task(self.link.run())
-        self._watch_task = asyncio.create_task(self._watch_bindings())
+        self._watch_task = asyncio.create_task(self.bindings.run())
 
     async def drain(self) -> None:
         """Stop taking messages, requeue those not started, let running ones finish."""
@@ -154,9 +140,7 @@ class Worker:
         """Declare everything and start consuming; runs again on every new channel."""
         w = self.config.worker
         await outbox.declare(channel, self.config.broker, w)
-        if self._exchange_gone:
-            self._exchange_gone = False
-            log.info("exchange %r declared again; queue %r bound to it again", *self._names())
+        self.bindings.declared()
         if self.stopping:
             return
         tag = await channel.consume(w.queue, self._on_message, prefetch=w.concurrency)
@@ -166,36 +150,9 @@ class Worker:
             self.on_ready()
         self.on_status()
 
-    async def _watch_bindings(self) -> None:
-        while not self.stopping:
-            await asyncio.sleep(BIND_CHECK_S)
-            await self.check_bindings()
-
     async def check_bindings(self) -> None:
-        """Check that the exchange still exists and bind the queue again (idempotent). A
-        missing exchange makes the broker close the channel (404); the new channel's setup
-        declares it and binds again (issue 9 item 15)."""
-        channel = self.link.channel_now()
-        if channel is None or self.stopping:
-            return
-        broker, w = self.config.broker, self.config.worker
-        try:
-            await channel.declare_exchange(broker.exchange, broker.exchange_type, passive=True)
-            for key in w.bindings:
-                await channel.bind_queue(w.queue, broker.exchange, key)
-        except BrokerError as exc:
-            if str(exc).startswith("404") and not self._exchange_gone:
-                self._exchange_gone = True
-                log.warning(
-                    "exchange %r is gone (deleted?): declaring it again and binding queue %r "
-                    "to it again",
-                    broker.exchange, w.queue,
-                )  # fmt: skip
-            else:
-                log.debug("checking the bindings: %s", exc)
-
-    def _names(self) -> tuple[str, str]:
-        return self.config.broker.exchange, self.config.worker.queue
+        """Check the exchange and bind the queue again now (also every BIND_CHECK_S)."""
+        await self.bindings.check()
 
     def _on_message(self, delivery: Delivery) -> None:
         if self.stopping:
@@ -219,7 +176,7 @@ class Worker:
         if unsigned:
             self._spawn(self._refuse(delivery, attempt, Reason.BAD_SIGNATURE, unsigned), None)
             return
-        entry = self._inflight.get(message.id)
+        entry = self.ledger.get(message.id)
         task = self.tasks.get(message.task)
         seen = self.store.get(message.id)
         decision = judge(
@@ -248,16 +205,10 @@ class Worker:
                 delivery.ack()
             return
         if entry is not None:
-            if not entry.parked:
-                log.warning(
-                    "run %s (job %s): attempt %d arrived while attempt %d is being settled "
-                    "here; held until that ends",
-                    message.id, message.job, attempt, entry.attempt,
-                )  # fmt: skip
-            entry.parked.append(delivery)
+            self.ledger.park(entry, delivery, attempt)
             return
         entry = InFlight(message, attempt, [delivery], facts)
-        self._inflight[message.id] = entry
+        self.ledger.open(entry)
         if decision.verdict is Verdict.RUN:
             self._spawn(self._run(entry), entry)
         elif decision.verdict is Verdict.RESUME:
@@ -278,14 +229,11 @@ class Worker:
         except BeatdError as exc:  # the run-id store failed: stop rather than guess
             self.on_fatal(exc)
             if entry is not None:
-                self._pop(entry)  # unacked: it returns to the queue
+                self.ledger.close(entry)  # unacked: it returns to the queue
         except Exception:
             log.exception("internal error; the message goes to the dead-letter queue as rejected")
             if entry is not None:
-                self._pop(entry)
-                for delivery in entry.deliveries:
-                    # The queue's x-dead-letter-exchange takes it (header x-death: rejected).
-                    delivery.reject(requeue=False)
+                self.ledger.reject(entry)
 
     def _handler_done(self, handler: asyncio.Task[None]) -> None:
         self._handlers.discard(handler)
@@ -296,13 +244,13 @@ class Worker:
     async def _run(self, entry: InFlight) -> None:
         message, attempt = entry.message, entry.attempt
         if not await self.slots.acquire():  # stopping: it never started, so it goes back
-            self._forget(entry, requeue=True)
+            self.ledger.hand_back(entry)
             return
         lingering: asyncio.Future[None] | None = None
         try:
             if not any(d.channel.is_open for d in entry.deliveries):
                 # Its channel closed while it waited: the broker hands it out again.
-                self._forget(entry, requeue=False)
+                self.ledger.close(entry)
                 return
             now = self.clock()
             if attempt == 1 and message.expires_at is not None and now >= message.expires_at:
@@ -332,7 +280,7 @@ class Worker:
                 log.warning(
                     "run %s (job %s): interrupted by a forced stop", message.id, message.job
                 )
-                self._pop(entry)  # unacked: the broker requeues it
+                self.ledger.close(entry)  # unacked: the broker requeues it
                 raise
             entry.facts = replace(
                 entry.facts,
@@ -369,7 +317,7 @@ class Worker:
             log.info("run %s (job %s): succeeded in %.3fs", message.id, message.job, took)
             self.counts["succeeded"] += 1
             self.outbox.emit(Event.SUCCEEDED, facts)
-            self._settle(entry)
+            self.ledger.ack(entry)
             return
         reason = {
             runner.Status.TIMED_OUT: Reason.TIMED_OUT,
@@ -491,40 +439,16 @@ class Worker:
     ) -> None:
         """Settle a run once its dead letter or retry was published (or can never be)."""
         if sent is outbox.Sent.AWAY:  # the run-id store settles it when it comes back
-            self._forget(entry, requeue=True)
+            self.ledger.hand_back(entry)
             return
         if record:
             self.store.finish(entry.message.id, entry.attempt, Phase.DONE, reason, detail)
         if sent is outbox.Sent.CONFIRMED:
-            self._settle(entry)
+            self.ledger.ack(entry)
             return
         # It can never be published (issue 9 item 2): rejected without requeue, the work
-        # queue's x-dead-letter-exchange takes it (header x-death: rejected), and the slot
-        # is free again.
-        self._pop(entry)
-        for delivery in entry.deliveries:
-            delivery.reject(requeue=False)
-
-    def _settle(self, entry: InFlight) -> None:
-        """Ack every delivery of the run. One whose channel has gone is redelivered by the
-        broker, and the run-id store then acks it as a duplicate."""
-        self._pop(entry)
-        for delivery in entry.deliveries:
-            delivery.ack()
-
-    def _forget(self, entry: InFlight, *, requeue: bool) -> None:
-        self._pop(entry)
-        if requeue:
-            for delivery in entry.deliveries:
-                delivery.reject(requeue=True)
-
-    def _pop(self, entry: InFlight) -> None:
-        """The run is no longer settled here: hand back attempts of it held meanwhile."""
-        if self._inflight.get(entry.message.id) is entry:
-            del self._inflight[entry.message.id]
-        parked, entry.parked = entry.parked, []
-        for delivery in parked:
-            delivery.reject(requeue=True)
+        # queue's x-dead-letter-exchange takes it, and the slot is free again.
+        self.ledger.reject(entry)
 
 
 def _succeeded(seen: Seen | None) -> bool:
