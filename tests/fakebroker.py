@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+import pika
+import pika.exceptions
+import pika.spec
 
 from beatd.core.config import BrokerConfig
 from beatd.core.errors import BrokerError
@@ -61,6 +65,11 @@ class FakeBroker:
         self.links: list[FakeLink] = []
         self.faults: deque[str] = deque()  # consumed one per published message: NACK or LOSE
         self.accepted: list[Message] = []  # every message the broker confirmed, in order
+        self.entered: Counter[str] = Counter()  # per queue: messages put into it
+        self.settled: Counter[tuple[str, str]] = Counter()  # (queue, ack|reject|requeue)
+        # Publishes for which this returns True fail as pika fails to encode a frame (see
+        # _encode_as_pika): a test picks the messages that cannot be sent.
+        self.unencodable: Callable[[str, Properties], bool] = lambda _exchange, _props: False
         self._changed = asyncio.Event()
 
     # The test's controls
@@ -93,6 +102,11 @@ class FakeBroker:
             link.drop("connection reset")
         self._notify()
 
+    def delete_exchange(self, name: str) -> None:
+        """Delete an exchange as `rabbitmqctl`/the management UI does: its bindings go too."""
+        self.exchanges.pop(name, None)
+        self.bindings = {b for b in self.bindings if b[0] != name}
+
     def _notify(self) -> None:
         for link in self.links:
             link.changed.set()
@@ -117,6 +131,7 @@ class FakeBroker:
             return False
         targets = self.route(exchange, key)
         for name in targets:
+            self.entered[name] += 1
             self.queues[name].ready.append(replace(message, exchange=exchange, routing_key=key))
         for link in self.links:
             link.deliver()
@@ -326,6 +341,14 @@ class FakeChannel:
     ) -> Outcome:
         if not self.open:
             return Outcome.LOST
+        try:
+            if self.broker.unencodable(exchange, properties):
+                raise pika.exceptions.ShortStringTooLong(properties.message_id)
+            _encode_as_pika(exchange, key, body, properties)
+        except pika.exceptions.AMQPError:
+            # What runtime.channel does when basic_publish raises: the message never left,
+            # the channel stays open.
+            return Outcome.LOST
         fault = self.broker.faults.popleft() if self.broker.faults else None
         if fault == NACK:
             return Outcome.NACKED
@@ -384,6 +407,8 @@ class FakeChannel:
             return False
         queue_name, message = self._unacked.pop(delivery_tag)
         queue = self.broker.queues[queue_name]
+        how = "ack" if ack else "requeue" if requeue else "reject"
+        self.broker.settled[(queue_name, how)] += 1
         if not ack and requeue:
             queue.ready.appendleft(replace(message, redelivered=True))
         elif not ack:
@@ -401,6 +426,27 @@ class FakeChannel:
         for queue_name, message in reversed(list(self._unacked.values())):
             self.broker.queues[queue_name].ready.appendleft(replace(message, redelivered=True))
         self._unacked.clear()
+
+
+def _encode_as_pika(exchange: str, key: str, body: bytes, p: Properties) -> None:
+    """Encode the frames as pika would, raising what pika raises for what it cannot send (a
+    short string over 255 bytes: ShortStringTooLong; a float header:
+    UnsupportedAMQPFieldException)."""
+    pika.spec.Basic.Publish(exchange=exchange, routing_key=key).encode()
+    pika.BasicProperties(
+        content_type=p.content_type,
+        content_encoding=p.content_encoding,
+        delivery_mode=p.delivery_mode,
+        message_id=p.message_id,
+        correlation_id=p.correlation_id,
+        reply_to=p.reply_to,
+        type=p.type,
+        app_id=p.app_id,
+        timestamp=p.timestamp,
+        priority=p.priority,
+        expiration=p.expiration,
+        headers=dict(p.headers) if p.headers else None,
+    ).encode()
 
 
 class MemoryStore:

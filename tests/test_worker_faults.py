@@ -229,3 +229,20 @@ def test_a_run_that_failed_before_a_restart_is_dead_lettered_after_it_not_run_ag
     assert ran.read_text() == "ran\n"  # failed once, and was not run again
     assert header(dead, "beatd-reason") == "failed"
     assert header(dead, "beatd-detail") == "exit status 3"
+
+
+def test_a_worker_killed_by_sigkill_takes_its_running_command_with_it(
+    tmp_path: Path, rabbit: Rabbit, names: Names
+) -> None:
+    # Issue 9 item 17: the restarted worker would start the same run beside the orphan.
+    marker, started = unique_sleep(), tmp_path / "started"
+    script = f"touch {started}; exec sleep {marker}"
+    tasks = {"slow": {"command": ["/bin/sh", "-c", script], "timeout": "2m"}}
+    config = worker_file(tmp_path, names, tasks)
+    with running_worker(config, tmp_path) as worker:
+        publish(rabbit, names, message("slow"))
+        wait_for_file(started)
+        wait_until(lambda: running_with(marker), 5, "the command to run")
+        worker.process.kill()
+        worker.process.wait(10)
+    wait_until(lambda: not running_with(marker), 5, "the command to die with its worker")

@@ -50,3 +50,19 @@ def wait_then_record(started: str, go: str, out: str) -> None:
 def kill_worker() -> None:
     """Take the whole worker down, as a segfaulting extension or the OOM killer would."""
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def count(path: str, run_id: str) -> None:
+    """One line per execution of run_id (the worker model counts them)."""
+    with Path(path).open("a") as file:
+        file.write(run_id + "\n")
+
+
+def count_then_fail(path: str, run_id: str) -> None:
+    count(path, run_id)
+    raise RuntimeError("failing on purpose")
+
+
+def count_then_sleep(path: str, run_id: str, seconds: float) -> None:
+    count(path, run_id)
+    time.sleep(seconds)

@@ -8,9 +8,11 @@ import asyncio
 import logging
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 
 from beatd.core.config import Config, read_config
+from beatd.core.durations import format_duration, parse_duration
 from beatd.core.errors import BeatdError, ConfigError, Problem
 from beatd.core.ports import Clock, Connector, RunStore
 from beatd.runtime.clock import system_clock
@@ -30,6 +32,10 @@ from beatd.worker.worker import Worker
 log = logging.getLogger("beatd.worker")
 
 STATUS_EVERY_S = 1.0  # systemd STATUS= at most this often: runs can finish by the thousand
+# RabbitMQ's default consumer_timeout: a delivery unacked for longer closes its channel and
+# goes back to the queue, to run again on another worker. The broker's setting cannot be read
+# over AMQP; BEATD_CONSUMER_TIMEOUT tells the worker what it was raised to.
+CONSUMER_TIMEOUT = timedelta(minutes=30)
 
 
 def run(path: str, env: Mapping[str, str]) -> int:
@@ -108,6 +114,7 @@ class WorkerDaemon:
                 worker.slots.size,
                 store_path(worker.config),
             )
+            warn_long_tasks(worker.tasks, self.env)
             drain: asyncio.Task[None] | None = None
             try:
                 while drain is None or not drain.done():
@@ -139,13 +146,12 @@ class WorkerDaemon:
 
     async def _drain(self) -> None:
         self.notifier.send(STOPPING=1)
-        log.info("stopping: taking no new runs; waiting for %d running", self.worker.slots.busy)
+        log.info("stopping: taking no new runs; waiting for %d running", self.worker.running)
+        _left_behind(self.worker)
         await self.worker.drain()
 
     def _force_stop(self) -> None:
-        log.warning(
-            "stopping now: interrupting %d run(s), to run again later", self.worker.slots.busy
-        )
+        log.warning("stopping now: interrupting %d run(s), to run again later", self.worker.running)
         self._exit_code = EXIT_FAILED
         self.worker.interrupt()
 
@@ -167,6 +173,7 @@ class WorkerDaemon:
         added = sorted(tasks.keys() - worker.tasks.keys())
         removed = sorted(worker.tasks.keys() - tasks.keys())
         worker.tasks = tasks
+        warn_long_tasks(tasks, self.env)
         log.info(
             "reloaded %s: %d tasks (added: %s; removed: %s)",
             self.path,
@@ -200,3 +207,39 @@ class WorkerDaemon:
     def _send_status(self) -> None:
         self._status_timer = None
         self.notifier.send(STATUS=self._status())
+
+
+def _left_behind(worker: Worker) -> None:
+    if worker.lingering:
+        log.warning(
+            "%d call(s) past their timeout, already settled, are left to their threads: "
+            "they end with the worker",
+            worker.lingering,
+        )
+
+
+def warn_long_tasks(tasks: Mapping[str, runner.Task], env: Mapping[str, str]) -> list[str]:
+    """Warn (one line) about tasks whose timeout exceeds the broker's consumer timeout: such a
+    run is handed to a second worker while it still runs here (issue 9 item 17)."""
+    limit = CONSUMER_TIMEOUT
+    if raw := env.get("BEATD_CONSUMER_TIMEOUT"):
+        try:
+            limit = parse_duration(raw)
+        except ValueError as exc:
+            log.warning("BEATD_CONSUMER_TIMEOUT ignored (%s); assuming 30m", exc)
+    long = sorted(
+        name
+        for name, task in tasks.items()
+        if task.config.timeout is not None and task.config.timeout > limit
+    )
+    if long:
+        log.warning(
+            "task(s) %s may run longer than the broker's consumer timeout (%s%s): RabbitMQ would "
+            "then hand the run to another worker while it still runs here. Raise it for the "
+            "queue (a policy with consumer-timeout, RabbitMQ 3.12+) and set "
+            "BEATD_CONSUMER_TIMEOUT, or keep task timeouts below it",
+            ", ".join(long),
+            format_duration(limit),
+            "" if limit is not CONSUMER_TIMEOUT else ", RabbitMQ's default",
+        )
+    return long

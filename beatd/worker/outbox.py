@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from enum import Enum
 
 from beatd.core.config import BrokerConfig, WorkerConfig
 from beatd.core.errors import BrokerError
@@ -36,7 +37,23 @@ log = logging.getLogger("beatd.worker")
 # be settled. After that its message goes back to the queue unsettled, and the run-id store
 # finishes the telling when it comes back: a finished run is never run again.
 SETTLE_AT_STOP_S = 30.0
+BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 10.0
+# A message the client refuses to send (pika cannot encode a field: issue 9 item 2) fails the
+# same way every time; a broker that nacks it this often will not take it either.
+REFUSED_MAX = 3
+NACKED_MAX = 5
+# While the worker runs, how often a publish is tried while the broker is away (about ten
+# minutes at the backoff's ceiling) before the run hands its message back unsettled.
+TRIES_MAX = 60
+
+
+class Sent(Enum):
+    """What became of a dead letter or retry the worker published."""
+
+    CONFIRMED = "confirmed"  # the broker has it (or returned it: sending again would not help)
+    AWAY = "away"  # no broker to confirm it in time: hand the message back, settle it later
+    REFUSED = "refused"  # it can never be sent: the queue's own dead-letter exchange takes it
 
 
 async def declare(channel: Channel, broker: BrokerConfig, w: WorkerConfig) -> None:
@@ -79,9 +96,8 @@ class Outbox:
 
     async def dead_letter(
         self, delivery: Delivery, attempt: int, reason: Reason, detail: str
-    ) -> bool:
-        """Copy the message to the dead-letter exchange with why; False if the worker
-        stopped before the broker confirmed it."""
+    ) -> Sent:
+        """Copy the message to the dead-letter exchange with why."""
         w = self.config
         headers = dead_letter_headers(
             reason,
@@ -99,7 +115,7 @@ class Outbox:
 
     async def retry(
         self, delivery: Delivery, attempt: int, delay: timedelta, reason: Reason, detail: str
-    ) -> bool:
+    ) -> Sent:
         """Park attempt+1 in a holding queue that hands it back to the work queue after
         `delay`; the attempt number travels in a header."""
         w = self.config
@@ -155,11 +171,14 @@ class Outbox:
         properties: Properties,
         *,
         before: Callable[[Channel], Awaitable[None]] | None = None,
-    ) -> bool:
-        """Publish until the broker confirms, across reconnects; False if the worker is
-        stopping and the broker stays away for SETTLE_AT_STOP_S."""
-        delay_s, deadline = 0.5, None
-        while True:
+    ) -> Sent:
+        """Publish until the broker confirms, across reconnects. Bounded: REFUSED after
+        REFUSED_MAX refusals or NACKED_MAX nacks, AWAY after TRIES_MAX tries (or
+        SETTLE_AT_STOP_S once stopping) without a broker; each gives up with a log line."""
+        delay_s, deadline = BACKOFF_FIRST_S, None
+        refused = nacked = 0
+        for _ in range(TRIES_MAX):
+            channel: Channel | None = None
             try:
                 channel = await self.link.channel(timeout=5)
                 if before is not None:
@@ -169,21 +188,34 @@ class Outbox:
                 log.debug("%s for %s not sent yet: %s", what, properties.message_id, exc)
                 outcome = Outcome.LOST
             if outcome is Outcome.CONFIRMED:
-                return True
+                return Sent.CONFIRMED
             if outcome is Outcome.UNROUTABLE:
                 log.error(
                     "%s for %s was unroutable: nothing is bound to exchange %r for key %r",
                     what, properties.message_id, exchange, routing_key,
                 )  # fmt: skip
-                return True  # publishing it again would not route it either
+                return Sent.CONFIRMED  # publishing it again would not route it either
+            if outcome is Outcome.LOST and channel is not None and channel.is_open:
+                # Lost on a channel that stayed open: the client refused to send it.
+                refused += 1
+            nacked += outcome is Outcome.NACKED
+            if refused >= REFUSED_MAX or nacked >= NACKED_MAX:
+                how = "refused by the client" if refused else "nacked by the broker"
+                log.error(
+                    "%s for %s %s %d times; giving up: the message goes to the queue's own "
+                    "dead-letter exchange as rejected",
+                    what, properties.message_id, how, max(refused, nacked),
+                )  # fmt: skip
+                return Sent.REFUSED
             if self.stopping():
                 deadline = deadline or self.clock() + timedelta(seconds=SETTLE_AT_STOP_S)
                 if self.clock() > deadline:
-                    log.error(
-                        "%s for %s: no broker to confirm it; the message goes back to the "
-                        "queue and is settled when it returns",
-                        what, properties.message_id,
-                    )  # fmt: skip
-                    return False
+                    break
             await asyncio.sleep(delay_s)
             delay_s = min(delay_s * 2, BACKOFF_MAX_S)
+        log.error(
+            "%s for %s: no broker to confirm it; the message goes back to the queue and is "
+            "settled when it returns",
+            what, properties.message_id,
+        )  # fmt: skip
+        return Sent.AWAY

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import importlib
 import logging
 import os
@@ -44,6 +45,11 @@ MAX_LINE = 4000
 # broker's password in BEATD_BROKER_URL).
 _PASSED_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "HOME", "USER", "LOGNAME")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+try:
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
+except OSError:  # pragma: no cover - not Linux: no parent-death signal
+    _LIBC = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +343,7 @@ async def _run_command(
             cwd=task.config.cwd,
             env=environment(task, invocation, base_env),
             start_new_session=True,  # its own session and process group: killable as one
+            preexec_fn=_die_with_worker(os.getpid()),
             **switch,
         )
     except (OSError, ValueError) as exc:  # ValueError: a NUL, which the file check rules out
@@ -385,6 +392,23 @@ async def _run_command(
     if code == 0:
         return Result(Status.SUCCEEDED, 0, output=output.tail())
     return Result(Status.FAILED, code, _describe_exit(code), output.tail())
+
+
+def _die_with_worker(worker_pid: int) -> Callable[[], None] | None:
+    """In the child, before exec: the kernel SIGKILLs it when the worker dies, even by
+    SIGKILL, so a restarted worker never runs a second copy beside it (issue 9 item 17).
+    Python applies `user`/`group` before this, and a change of user would clear the setting.
+    Only ctypes and os calls: nothing here may take a lock another thread could hold."""
+    libc = _LIBC
+    if libc is None or not hasattr(libc, "prctl"):
+        return None
+
+    def child() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != worker_pid:  # the worker died before the line above
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return child
 
 
 def _describe_exit(code: int | None) -> str:

@@ -16,7 +16,7 @@ import os
 import socket
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from beatd.core import signing
@@ -30,6 +30,7 @@ from beatd.core.verdicts import (
     Phase,
     Reason,
     RunFacts,
+    Seen,
     Verdict,
     attempt_of,
     event_for,
@@ -37,19 +38,11 @@ from beatd.core.verdicts import (
     retry_delay,
 )
 from beatd.worker import outbox, runner
+from beatd.worker.bindings import BindingWatch
+from beatd.worker.ledger import InFlight, Ledger
 from beatd.worker.slots import Slots
 
 log = logging.getLogger("beatd.worker")
-
-
-@dataclass
-class InFlight:
-    """A run id this worker is settling: every delivery of it is acked together at the end."""
-
-    message: Received
-    attempt: int
-    deliveries: list[Delivery]
-    facts: RunFacts
 
 
 class Worker:
@@ -93,15 +86,22 @@ class Worker:
             stopping=lambda: self.stopping,
             signing=config.signing,
         )
-        self._inflight: dict[str, InFlight] = {}
+        self.bindings = BindingWatch(
+            self.link, config.broker, config.worker, stopping=lambda: self.stopping
+        )
+        self.ledger = Ledger()
+        # Calls past their timeout, settled, whose threads still hold a slot until they return.
+        self.lingering = 0
         self._handlers: set[asyncio.Task[None]] = set()
         self._consumer: tuple[Channel, str] | None = None
         self._ready = False
         self._link_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Start keeping the broker link up; consuming starts on every new channel."""
         self._link_task = asyncio.create_task(self.link.run())
+        self._watch_task = asyncio.create_task(self.bindings.run())
 
     async def drain(self) -> None:
         """Stop taking messages, requeue those not started, let running ones finish."""
@@ -126,6 +126,10 @@ class Worker:
             handler.cancel()
 
     async def close(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
         await self.link.close()
         if self._link_task is not None:
             await self._link_task
@@ -136,6 +140,7 @@ class Worker:
         """Declare everything and start consuming; runs again on every new channel."""
         w = self.config.worker
         await outbox.declare(channel, self.config.broker, w)
+        self.bindings.declared()
         if self.stopping:
             return
         tag = await channel.consume(w.queue, self._on_message, prefetch=w.concurrency)
@@ -144,6 +149,10 @@ class Worker:
             self._ready = True
             self.on_ready()
         self.on_status()
+
+    async def check_bindings(self) -> None:
+        """Check the exchange and bind the queue again now (also every BIND_CHECK_S)."""
+        await self.bindings.check()
 
     def _on_message(self, delivery: Delivery) -> None:
         if self.stopping:
@@ -167,12 +176,13 @@ class Worker:
         if unsigned:
             self._spawn(self._refuse(delivery, attempt, Reason.BAD_SIGNATURE, unsigned), None)
             return
-        entry = self._inflight.get(message.id)
+        entry = self.ledger.get(message.id)
         task = self.tasks.get(message.task)
+        seen = self.store.get(message.id)
         decision = judge(
             message,
             attempt,
-            self.store.get(message.id),
+            seen,
             in_progress=entry is not None and entry.attempt == attempt,
             known_task=task is not None,
             now=now,
@@ -181,6 +191,10 @@ class Worker:
         facts = RunFacts(
             message.id, message.job, message.task, attempt, scheduled_at=message.scheduled_at
         )
+        if decision.verdict is Verdict.RUN and _succeeded(seen) and seen and attempt > seen.attempt:
+            # Only a failed attempt is retried: a later attempt of a run that succeeded is a
+            # forged header, and a finished run never runs again.
+            decision = replace(decision, verdict=Verdict.DUPLICATE, detail="already succeeded")
         if decision.verdict in (Verdict.DUPLICATE, Verdict.JOIN):
             log.info("run %s (job %s): duplicate, %s", message.id, message.job, decision.detail)
             self.counts["duplicate"] += 1
@@ -191,12 +205,10 @@ class Worker:
                 delivery.ack()
             return
         if entry is not None:
-            # Another attempt of this id is still being settled here (a retry delay shorter
-            # than that takes): hand it back for a moment rather than run both at once.
-            delivery.reject(requeue=True)
+            self.ledger.park(entry, delivery, attempt)
             return
         entry = InFlight(message, attempt, [delivery], facts)
-        self._inflight[message.id] = entry
+        self.ledger.open(entry)
         if decision.verdict is Verdict.RUN:
             self._spawn(self._run(entry), entry)
         elif decision.verdict is Verdict.RESUME:
@@ -217,14 +229,11 @@ class Worker:
         except BeatdError as exc:  # the run-id store failed: stop rather than guess
             self.on_fatal(exc)
             if entry is not None:
-                self._inflight.pop(entry.message.id, None)  # unacked: it returns to the queue
+                self.ledger.close(entry)  # unacked: it returns to the queue
         except Exception:
             log.exception("internal error; the message goes to the dead-letter queue as rejected")
             if entry is not None:
-                self._inflight.pop(entry.message.id, None)
-                for delivery in entry.deliveries:
-                    # The queue's x-dead-letter-exchange takes it (header x-death: rejected).
-                    delivery.reject(requeue=False)
+                self.ledger.reject(entry)
 
     def _handler_done(self, handler: asyncio.Task[None]) -> None:
         self._handlers.discard(handler)
@@ -235,12 +244,13 @@ class Worker:
     async def _run(self, entry: InFlight) -> None:
         message, attempt = entry.message, entry.attempt
         if not await self.slots.acquire():  # stopping: it never started, so it goes back
-            self._forget(entry, requeue=True)
+            self.ledger.hand_back(entry)
             return
+        lingering: asyncio.Future[None] | None = None
         try:
             if not any(d.channel.is_open for d in entry.deliveries):
                 # Its channel closed while it waited: the broker hands it out again.
-                self._forget(entry, requeue=False)
+                self.ledger.close(entry)
                 return
             now = self.clock()
             if attempt == 1 and message.expires_at is not None and now >= message.expires_at:
@@ -270,7 +280,7 @@ class Worker:
                 log.warning(
                     "run %s (job %s): interrupted by a forced stop", message.id, message.job
                 )
-                self._inflight.pop(message.id, None)  # unacked: the broker requeues it
+                self.ledger.close(entry)  # unacked: the broker requeues it
                 raise
             entry.facts = replace(
                 entry.facts,
@@ -278,11 +288,26 @@ class Worker:
                 exit_code=result.exit_code,
                 output=result.output,
             )
+            lingering = result.lingering
             await self._conclude(entry, task, result)
-            if result.lingering is not None:
-                await result.lingering
         finally:
-            self.slots.release()
+            if lingering is None or lingering.done():
+                self.slots.release()
+            else:
+                # Settled, but its thread cannot be stopped: the slot stays taken until it
+                # returns, and nothing (a drain included) waits for it.
+                self.lingering += 1
+                lingering.add_done_callback(self._linger_done)
+
+    def _linger_done(self, _future: asyncio.Future[None]) -> None:
+        self.lingering -= 1
+        self.slots.release()
+        self.on_status()
+
+    @property
+    def running(self) -> int:
+        """Runs started and not yet settled (not counting calls left past their timeout)."""
+        return self.slots.busy - self.lingering
 
     async def _conclude(self, entry: InFlight, task: runner.Task, result: runner.Result) -> None:
         message, attempt, facts = entry.message, entry.attempt, entry.facts
@@ -292,7 +317,7 @@ class Worker:
             log.info("run %s (job %s): succeeded in %.3fs", message.id, message.job, took)
             self.counts["succeeded"] += 1
             self.outbox.emit(Event.SUCCEEDED, facts)
-            self._settle(entry)
+            self.ledger.ack(entry)
             return
         reason = {
             runner.Status.TIMED_OUT: Reason.TIMED_OUT,
@@ -310,11 +335,10 @@ class Worker:
             event = event_for(reason)
             failed = replace(facts, reason=reason.value, detail=result.detail, retry_in=delay)
             self.outbox.emit(event, failed)
-            if await self.outbox.retry(entry.deliveries[0], attempt, delay, reason, result.detail):
-                self.store.finish(message.id, attempt, Phase.DONE, reason.value, result.detail)
-                self._settle(entry)
-            else:
-                self._forget(entry, requeue=False)
+            sent = await self.outbox.retry(
+                entry.deliveries[0], attempt, delay, reason, result.detail
+            )
+            self._after(entry, sent, reason.value, result.detail)
             return
         self.store.finish(message.id, attempt, Phase.DEAD, reason.value, result.detail)
         gave_up = f"; gave up after {attempt} attempts" if attempt > 1 else ""
@@ -326,11 +350,8 @@ class Worker:
         self.outbox.emit(
             event_for(reason), replace(facts, reason=reason.value, detail=result.detail)
         )
-        if await self.outbox.dead_letter(entry.deliveries[0], attempt, reason, result.detail):
-            self.store.finish(message.id, attempt, Phase.DONE, reason.value, result.detail)
-            self._settle(entry)
-        else:
-            self._forget(entry, requeue=False)
+        sent = await self.outbox.dead_letter(entry.deliveries[0], attempt, reason, result.detail)
+        self._after(entry, sent, reason.value, result.detail)
 
     async def _resume(self, entry: InFlight) -> None:
         """A run finished badly, then the worker died before the broker heard: tell it now."""
@@ -351,11 +372,7 @@ class Worker:
             sent = await self.outbox.retry(entry.deliveries[0], attempt, delay, reason, seen.detail)
         else:
             sent = await self.outbox.dead_letter(entry.deliveries[0], attempt, reason, seen.detail)
-        if sent:
-            self.store.finish(message.id, attempt, Phase.DONE, seen.reason, seen.detail)
-            self._settle(entry)
-        else:
-            self._forget(entry, requeue=False)
+        self._after(entry, sent, seen.reason, seen.detail)
 
     async def _reject(self, entry: InFlight, reason: Reason, detail: str) -> None:
         """Dead-letter a run that will not run here."""
@@ -370,12 +387,8 @@ class Worker:
         record = reason is Reason.INTERRUPTED
         if record:
             self.store.finish(message.id, attempt, Phase.DEAD, reason.value, detail)
-        if await self.outbox.dead_letter(entry.deliveries[0], attempt, reason, detail):
-            if record:
-                self.store.finish(message.id, attempt, Phase.DONE, reason.value, detail)
-            self._settle(entry)
-        else:
-            self._forget(entry, requeue=False)
+        sent = await self.outbox.dead_letter(entry.deliveries[0], attempt, reason, detail)
+        self._after(entry, sent, reason.value, detail, record=record)
 
     def _signature_problem(
         self, delivery: Delivery, message: Received, attempt: int, now: datetime
@@ -415,21 +428,31 @@ class Worker:
         )  # fmt: skip
         self.counts[reason.value] += 1
         self.outbox.emit(Event.REJECTED, facts)
-        if await self.outbox.dead_letter(delivery, attempt, reason, detail):
+        sent = await self.outbox.dead_letter(delivery, attempt, reason, detail)
+        if sent is outbox.Sent.CONFIRMED:
             delivery.ack()
+        else:  # REFUSED: the queue's own dead-letter exchange takes it; AWAY: back for later
+            delivery.reject(requeue=sent is outbox.Sent.AWAY)
 
-    def _settle(self, entry: InFlight) -> None:
-        """Ack every delivery of the run. One whose channel has gone is redelivered by the
-        broker, and the run-id store then acks it as a duplicate."""
-        self._inflight.pop(entry.message.id, None)
-        for delivery in entry.deliveries:
-            delivery.ack()
+    def _after(
+        self, entry: InFlight, sent: outbox.Sent, reason: str, detail: str, *, record: bool = True
+    ) -> None:
+        """Settle a run once its dead letter or retry was published (or can never be)."""
+        if sent is outbox.Sent.AWAY:  # the run-id store settles it when it comes back
+            self.ledger.hand_back(entry)
+            return
+        if record:
+            self.store.finish(entry.message.id, entry.attempt, Phase.DONE, reason, detail)
+        if sent is outbox.Sent.CONFIRMED:
+            self.ledger.ack(entry)
+            return
+        # It can never be published (issue 9 item 2): rejected without requeue, the work
+        # queue's x-dead-letter-exchange takes it, and the slot is free again.
+        self.ledger.reject(entry)
 
-    def _forget(self, entry: InFlight, *, requeue: bool) -> None:
-        self._inflight.pop(entry.message.id, None)
-        if requeue:
-            for delivery in entry.deliveries:
-                delivery.reject(requeue=True)
+
+def _succeeded(seen: Seen | None) -> bool:
+    return seen is not None and seen.phase is Phase.DONE and not seen.reason
 
 
 def _duration_s(facts: RunFacts) -> float:
