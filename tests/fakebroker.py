@@ -345,10 +345,10 @@ class FakeChannel:
             if self.broker.unencodable(exchange, properties):
                 raise pika.exceptions.ShortStringTooLong(properties.message_id)
             _encode_as_pika(exchange, key, body, properties)
-        except pika.exceptions.AMQPError:
-            # What runtime.channel does when basic_publish raises: the message never left,
-            # the channel stays open.
-            return Outcome.LOST
+        except (pika.exceptions.AMQPError, ValueError, TypeError, OverflowError):
+            # What runtime.channel does when pika cannot encode a message: it never left, the
+            # channel stays open, and sending it again cannot succeed.
+            return Outcome.REFUSED
         fault = self.broker.faults.popleft() if self.broker.faults else None
         if fault == NACK:
             return Outcome.NACKED

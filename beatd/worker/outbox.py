@@ -195,9 +195,10 @@ class Outbox:
                     what, properties.message_id, exchange, routing_key,
                 )  # fmt: skip
                 return Sent.CONFIRMED  # publishing it again would not route it either
-            if outcome is Outcome.LOST and channel is not None and channel.is_open:
-                # Lost on a channel that stayed open: the client refused to send it.
-                refused += 1
+            if outcome is Outcome.REFUSED:
+                refused = REFUSED_MAX  # the client cannot encode it: it never will
+            elif outcome is Outcome.LOST and channel is not None and channel.is_open:
+                refused += 1  # lost on a channel that stayed open: refused by another road
             nacked += outcome is Outcome.NACKED
             if refused >= REFUSED_MAX or nacked >= NACKED_MAX:
                 how = "refused by the client" if refused else "nacked by the broker"
