@@ -9,7 +9,6 @@ import argparse
 import contextlib
 import difflib
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -134,13 +133,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def setup_logging() -> None:
-    """Log to stderr: journald adds timestamps itself, so leave them out under systemd."""
-    level = os.environ.get("BEATD_LOG_LEVEL", "INFO").upper()
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    if not os.environ.get("JOURNAL_STREAM"):
-        fmt = "%(asctime)s " + fmt
-    logging.basicConfig(level=getattr(logging, level, logging.INFO), format=fmt, stream=sys.stderr)
-    logging.getLogger("pika").setLevel(logging.ERROR)  # beatd.broker logs what matters, once
+    """Log to stderr (see beatd.runtime.logs: priorities under journald, job=/run_id=)."""
+    from beatd.runtime import logs  # noqa: PLC0415
+
+    logs.setup(os.environ)
 
 
 def _positive_int(text: str) -> int:

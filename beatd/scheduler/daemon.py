@@ -18,7 +18,7 @@ from beatd.runtime.lifecycle import EXIT_OK, Lifecycle, cannot_start, reload_fai
 from beatd.runtime.rabbitmq import Link
 from beatd.runtime.state import State
 from beatd.runtime.systemd import Notifier
-from beatd.scheduler import codecs
+from beatd.scheduler import codecs, report
 from beatd.scheduler.scheduler import Scheduler
 
 log = logging.getLogger("beatd.scheduler")
@@ -158,14 +158,7 @@ class SchedulerDaemon:
         changed = [
             n for n, j in scheduler.jobs.items() if n in before and before[n] != j.fingerprint
         ]
-        log.info(
-            "reloaded %s: %d jobs (%d added, %d removed, %d rescheduled)",
-            self.path,
-            len(scheduler.jobs),
-            len(added),
-            len(removed),
-            len(changed),
-        )
+        report.log_reload(self.path, len(scheduler.jobs), added, removed, changed)
         self.notifier.send(READY=1, STATUS=scheduler.status())
 
 
