@@ -144,6 +144,7 @@ class Config:
     tasks: Mapping[str, TaskConfig] = field(default_factory=lambda: MappingProxyType({}))
     has_worker_section: bool = False
     signing: Signing | None = None  # None: runs are published unsigned, accepted unsigned
+    metrics: tuple[str, int] | None = None  # (host, port) of the Prometheus endpoint; None: off
 
     def job(self, name: str) -> Job | None:
         return next((job for job in self.jobs if job.name == name), None)
@@ -254,6 +255,7 @@ def parse_config(
         tasks=MappingProxyType(_tasks(reader, top)),
         has_worker_section="worker" in top or "tasks" in top,
         signing=_signing(reader, top, env, read_secret),
+        metrics=_metrics(reader, top),
     )
     if reader.problems:  # in file order; problems without a line (the environment) first
         raise ConfigError(sorted(reader.problems, key=lambda p: p.line or 0))
@@ -262,9 +264,18 @@ def parse_config(
 
 _UTC: tzinfo = UTC
 _TOP_KEYS = (
-    "timezone", "broker", "state", "defaults", "jobs", "worker", "tasks", "signing",
+    "timezone", "broker", "state", "defaults", "jobs", "worker", "tasks", "signing", "metrics",
 )  # fmt: skip
 _BROKER_KEYS = ("url", "exchange", "exchange_type", "password_file", "heartbeat", "tls")
+
+
+def _metrics(reader: _Reader, top: YMap) -> tuple[str, int] | None:
+    if "metrics" not in top:
+        return None
+    data = reader.section(top["metrics"], "metrics: ", ("listen",), top.lines["metrics"])
+    if data is None:
+        return None
+    return reader.get(data, "listen", "metrics: ", values.listen_address, ("127.0.0.1", 9464))
 
 
 def _broker(

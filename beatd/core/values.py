@@ -65,6 +65,19 @@ def exchange_name(value: object) -> str:
     return value
 
 
+def listen_address(value: object) -> tuple[str, int]:
+    """ "host:port" (IPv6 in brackets) as (host, port); port 0 takes any free port."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = f"127.0.0.1:{value}"
+    if not isinstance(value, str) or ":" not in value:
+        raise ValueError(f"give host:port, like 127.0.0.1:9464, got {kind(value)}")
+    host, _, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{value!r}: the port must be a number from 0 to 65535")
+    return host or "0.0.0.0", int(port)  # noqa: S104  (":9464" asks for every interface)
+
+
 def duration(value: object) -> timedelta:
     return durations.parse_duration(value)
 
