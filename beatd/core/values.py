@@ -78,6 +78,13 @@ def listen_address(value: object) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)  # noqa: S104  (":9464" asks for every interface)
 
 
+def max_age(value: object) -> str:
+    """A stream retention as RabbitMQ takes it: 30D, 12h, 1Y (Y, M, D, h, m, s)."""
+    if not isinstance(value, str) or not re.fullmatch(r"[1-9][0-9]{0,5}[YMDhms]", value):
+        raise ValueError(f"give a number and Y, M, D, h, m or s, like 30D, got {kind(value)}")
+    return value
+
+
 def duration(value: object) -> timedelta:
     return durations.parse_duration(value)
 

@@ -20,6 +20,8 @@ from beatd.runtime.rabbitmq import Link
 from beatd.runtime.state import State
 from beatd.runtime.systemd import Notifier
 from beatd.scheduler import codecs, report
+from beatd.scheduler.history import HistorySink
+from beatd.scheduler.report import Sink
 from beatd.scheduler.scheduler import Scheduler
 
 log = logging.getLogger("beatd.scheduler")
@@ -72,6 +74,9 @@ class SchedulerDaemon:
         try:
             config = load_schedule(self.path, self.env)
             metrics = SchedulerMetrics(self.clock) if config.metrics else None
+            sinks: list[Sink] = [metrics] if metrics else []
+            if config.history is not None:
+                sinks.append(HistorySink(config.history, lambda: scheduler.link))
             store = State(config.state)
             scheduler = Scheduler(
                 config,
@@ -79,7 +84,7 @@ class SchedulerDaemon:
                 self.connect,
                 clock=self.clock,
                 on_change=self._on_change,
-                sinks=[metrics] if metrics else [],
+                sinks=sinks,
             )
             if metrics is not None and config.metrics is not None:
                 metrics.watch(
@@ -168,9 +173,11 @@ class SchedulerDaemon:
                 "changing the state file needs a restart; keeping %s", scheduler.config.state
             )
             config = replace(config, state=scheduler.config.state)
-        if config.metrics != scheduler.config.metrics:
-            log.warning("changes to metrics: take effect when the scheduler restarts")
-            config = replace(config, metrics=scheduler.config.metrics)
+        if (config.metrics, config.history) != (scheduler.config.metrics, scheduler.config.history):
+            log.warning("changes to metrics: and history: take effect when the scheduler restarts")
+            config = replace(
+                config, metrics=scheduler.config.metrics, history=scheduler.config.history
+            )
         await scheduler.reload(config, self.clock())
         added = [name for name in scheduler.jobs if name not in before]
         removed = [name for name in before if name not in scheduler.jobs]
