@@ -212,6 +212,7 @@ class Scheduler:
             run.job.name,
             run.id,
             iso_utc(run.expires_at or run.slot),
+            extra={"job": run.job.name, "run_id": run.id},
         )
 
     async def _declare_queues(self, channel: Channel, due: Sequence[str]) -> None:
