@@ -9,7 +9,6 @@ import argparse
 import contextlib
 import difflib
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -128,19 +127,17 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MODULE",
         help="read beat_schedule/CELERYBEAT_SCHEDULE and timezone from a plain config module",
     )
+    _add_history(command)
     _add_import_crontab(commands)
     _add_shell(commands)
     return parser
 
 
 def setup_logging() -> None:
-    """Log to stderr: journald adds timestamps itself, so leave them out under systemd."""
-    level = os.environ.get("BEATD_LOG_LEVEL", "INFO").upper()
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    if not os.environ.get("JOURNAL_STREAM"):
-        fmt = "%(asctime)s " + fmt
-    logging.basicConfig(level=getattr(logging, level, logging.INFO), format=fmt, stream=sys.stderr)
-    logging.getLogger("pika").setLevel(logging.ERROR)  # beatd.broker logs what matters, once
+    """Log to stderr (see beatd.runtime.logs: priorities under journald, job=/run_id=)."""
+    from beatd.runtime import logs  # noqa: PLC0415
+
+    logs.setup(os.environ)
 
 
 def _positive_int(text: str) -> int:
@@ -391,6 +388,51 @@ def _aware(moment: datetime, zone: tzinfo) -> datetime:
         return (moment if moment.tzinfo else moment.replace(tzinfo=zone)).astimezone(UTC)
     except OverflowError:
         raise BeatdError(f"--now {moment.isoformat()}: outside years 1-9999 in UTC") from None
+
+
+def _add_history(command: Callable[..., argparse.ArgumentParser]) -> None:
+    text = "What became of each run: read the run history kept on RabbitMQ (history:)."
+    sub = command("history", _history, text)
+    sub.add_argument("job", nargs="?", metavar="JOB", help="only this job")
+    sub.add_argument(
+        "--since",
+        type=_duration,
+        default=timedelta(hours=24),
+        metavar="DURATION",
+        help="how far back (default 24h)",
+    )
+    sub.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=10_000,
+        metavar="N",
+        help="keep the newest N events (default 10000, at most 1000000)",
+    )
+    sub.add_argument("--json", action="store_true", help="one JSON array, one object per run")
+
+
+def _history(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415  (see _trigger)
+
+    from beatd import history as reader  # noqa: PLC0415
+    from beatd.core import history  # noqa: PLC0415
+
+    config = _load(args)
+    if args.job is not None and config.job(args.job) is None:  # it may have been removed
+        print(f"beatd history: note: no job {args.job!r} in {args.config}", file=sys.stderr)
+    since = datetime.now(UTC) - args.since
+    limit = min(args.limit, 1_000_000)
+    events, _read = asyncio.run(reader.read_events(config, since, limit=limit))
+    rows = history.fold(events, args.job)
+    if args.json:
+        print(json.dumps([row.as_json() for row in rows], indent=None))
+        return EXIT_OK
+    if not rows:
+        print(f"no runs since {since:%Y-%m-%d %H:%M:%S} UTC", file=sys.stderr)
+        return EXIT_OK
+    for line in history.table(rows):
+        print(line)
+    return EXIT_OK
 
 
 def _add_import_crontab(commands: Any) -> None:

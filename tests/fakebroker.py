@@ -367,7 +367,12 @@ class FakeChannel:
     # Consuming
 
     async def consume(
-        self, queue: str, on_message: Callable[[Delivery], None], *, prefetch: int
+        self,
+        queue: str,
+        on_message: Callable[[Delivery], None],
+        *,
+        prefetch: int,
+        arguments: Mapping[str, Any] | None = None,  # a stream offset: not modelled
     ) -> str:
         self._check()
         if queue not in self.broker.queues:
@@ -402,9 +407,14 @@ class FakeChannel:
                     )
                 )
 
-    def settle(self, delivery_tag: int, *, ack: bool, requeue: bool = False) -> bool:
+    def settle(
+        self, delivery_tag: int, *, ack: bool, requeue: bool = False, multiple: bool = False
+    ) -> bool:
         if not self.open or delivery_tag not in self._unacked:
             return False
+        if multiple:
+            for tag in [t for t in self._unacked if t < delivery_tag]:
+                self.settle(tag, ack=ack, requeue=requeue)
         queue_name, message = self._unacked.pop(delivery_tag)
         queue = self.broker.queues[queue_name]
         how = "ack" if ack else "requeue" if requeue else "reject"

@@ -145,6 +145,15 @@ class WorkerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryConfig:
+    """The run history: a stream queue bound to the events exchange (see beatd.history)."""
+
+    exchange: str = "beatd.events"  # where the scheduler and the workers publish events
+    stream: str = "beatd.history"
+    max_age: str = "30D"  # RabbitMQ's x-max-age: a number and Y, M, D, h, m or s
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: str
     timezone: tzinfo = UTC
@@ -155,6 +164,8 @@ class Config:
     tasks: Mapping[str, TaskConfig] = field(default_factory=lambda: MappingProxyType({}))
     has_worker_section: bool = False
     signing: Signing | None = None  # None: runs are published unsigned, accepted unsigned
+    metrics: tuple[str, int] | None = None  # (host, port) of the Prometheus endpoint; None: off
+    history: HistoryConfig | None = None  # None: the scheduler publishes no events
 
     def job(self, name: str) -> Job | None:
         return next((job for job in self.jobs if job.name == name), None)
@@ -270,6 +281,8 @@ def _parse_config(
         tasks=MappingProxyType(_tasks(reader, top)),
         has_worker_section="worker" in top or "tasks" in top,
         signing=_signing(reader, top, env, read_secret),
+        metrics=_metrics(reader, top),
+        history=_history(reader, top),
     )
     if reader.problems:  # in file order; problems without a line (the environment) first
         raise ConfigError(sorted(reader.problems, key=lambda p: p.line or 0))
@@ -289,9 +302,35 @@ def _where(path: tuple[Any, ...]) -> str:
 
 _UTC: tzinfo = UTC
 _TOP_KEYS = (
-    "timezone", "broker", "state", "defaults", "jobs", "worker", "tasks", "signing",
+    "timezone", "broker", "state", "defaults", "jobs", "worker", "tasks", "signing", "metrics",
+    "history",
 )  # fmt: skip
 _BROKER_KEYS = ("url", "exchange", "exchange_type", "password_file", "heartbeat", "tls")
+
+
+def _metrics(reader: _Reader, top: YMap) -> tuple[str, int] | None:
+    if "metrics" not in top:
+        return None
+    data = reader.section(top["metrics"], "metrics: ", ("listen",), top.lines["metrics"])
+    if data is None:
+        return None
+    return reader.get(data, "listen", "metrics: ", values.listen_address, ("127.0.0.1", 9464))
+
+
+def _history(reader: _Reader, top: YMap) -> HistoryConfig | None:
+    if "history" not in top:
+        return None
+    where, default = "history: ", HistoryConfig()
+    data = reader.section(
+        top["history"], where, ("exchange", "stream", "max_age"), top.lines["history"]
+    )
+    if data is None:
+        return None
+    return HistoryConfig(
+        exchange=reader.get(data, "exchange", where, values.exchange_name, default.exchange),
+        stream=reader.get(data, "stream", where, values.text, default.stream),
+        max_age=reader.get(data, "max_age", where, values.max_age, default.max_age),
+    )
 
 
 def _broker(

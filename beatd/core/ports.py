@@ -91,12 +91,24 @@ class Channel(Protocol):
         ...
 
     async def consume(
-        self, queue: str, on_message: Callable[[Delivery], None], *, prefetch: int
-    ) -> str: ...
+        self,
+        queue: str,
+        on_message: Callable[[Delivery], None],
+        *,
+        prefetch: int,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Start consuming; arguments: e.g. a stream's x-stream-offset."""
+        ...
 
     async def cancel(self, consumer_tag: str) -> None: ...
 
-    def settle(self, delivery_tag: int, *, ack: bool, requeue: bool = False) -> bool: ...
+    def settle(
+        self, delivery_tag: int, *, ack: bool, requeue: bool = False, multiple: bool = False
+    ) -> bool:
+        """Ack or reject a delivery (with multiple, every one up to it); False if the channel
+        is gone (the broker redelivers)."""
+        ...
 
 
 Setup = Callable[[Channel], Awaitable[None]]

@@ -142,6 +142,26 @@ def routing_keys(value: object) -> list[str]:
     return [routing_key(key) for key in str_list(value)]
 
 
+def listen_address(value: object) -> tuple[str, int]:
+    """ "host:port" (IPv6 in brackets) as (host, port); port 0 takes any free port."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = f"127.0.0.1:{value}"
+    if not isinstance(value, str) or ":" not in value:
+        raise ValueError(f"give host:port, like 127.0.0.1:9464, got {kind(value)}")
+    host, _, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{value!r}: the port must be a number from 0 to 65535")
+    return host or "0.0.0.0", int(port)  # noqa: S104  (":9464" asks for every interface)
+
+
+def max_age(value: object) -> str:
+    """A stream retention as RabbitMQ takes it: 30D, 12h, 1Y (Y, M, D, h, m, s)."""
+    if not isinstance(value, str) or not re.fullmatch(r"[1-9][0-9]{0,5}[YMDhms]", value):
+        raise ValueError(f"give a number and Y, M, D, h, m or s, like 30D, got {kind(value)}")
+    return value
+
+
 def duration(value: object) -> timedelta:
     return durations.parse_duration(value)
 

@@ -250,7 +250,12 @@ class Channel:
     # Consuming
 
     async def consume(
-        self, queue: str, on_message: Callable[[Delivery], None], *, prefetch: int
+        self,
+        queue: str,
+        on_message: Callable[[Delivery], None],
+        *,
+        prefetch: int,
+        arguments: Mapping[str, Any] | None = None,
     ) -> str:
         """Start consuming queue with at most `prefetch` unacked messages; return the tag."""
         await self._rpc(self._ch.basic_qos, prefetch_count=prefetch)
@@ -269,7 +274,10 @@ class Channel:
             )
 
         future: asyncio.Future[Any] = self._rpc(
-            self._ch.basic_consume, queue=queue, on_message_callback=deliver
+            self._ch.basic_consume,
+            queue=queue,
+            on_message_callback=deliver,
+            arguments=dict(arguments) if arguments else None,
         )
         frame = await future
         return str(frame.method.consumer_tag)
@@ -278,12 +286,14 @@ class Channel:
         if self.is_open:
             await self._rpc(self._ch.basic_cancel, consumer_tag=consumer_tag)
 
-    def settle(self, delivery_tag: int, *, ack: bool, requeue: bool = False) -> bool:
+    def settle(
+        self, delivery_tag: int, *, ack: bool, requeue: bool = False, multiple: bool = False
+    ) -> bool:
         if not self.is_open:
             return False
         try:
             if ack:
-                self._ch.basic_ack(delivery_tag=delivery_tag)
+                self._ch.basic_ack(delivery_tag=delivery_tag, multiple=multiple)
             else:
                 self._ch.basic_reject(delivery_tag=delivery_tag, requeue=requeue)
         except pika.exceptions.AMQPError:

@@ -128,7 +128,7 @@ class Link:
             self._channel = None
             if self._stop.is_set():
                 break
-            down_since = time.monotonic()
+            down_since = reminded = time.monotonic()  # the next failure is this outage
             log.warning("lost the broker connection (%s); reconnecting", reason)
             self._set_state("down")
             await self._pause(BACKOFF_FIRST_S)
@@ -255,7 +255,7 @@ async def _open_connection(url: str, config: BrokerConfig, name: str) -> Any:
 
     def on_error(_connection: Any, error: BaseException) -> None:
         if not opened.done():
-            reason = _tls_failure(error) or describe(error)
+            reason = _tls_failure(error) or _socket_failure(error) or describe(error)
             opened.set_exception(BrokerError(f"{redact(url)}: {reason}"))
 
     connection = AsyncioConnection(
@@ -311,26 +311,50 @@ def _ssl_context(url: str, tls: TlsConfig) -> ssl.SSLContext:
     return context
 
 
-def _tls_failure(error: BaseException) -> str | None:
-    """The TLS reason inside a pika connection error ("certificate verify failed: ..."), or
-    None if it was not a TLS failure. pika wraps the ssl error in layers (a workflow failure
-    holds a list of attempts, each the error of one), or keeps only its text (a lost stream:
-    the broker's alert after the handshake, e.g. a client certificate it refused)."""
-    seen: list[BaseException] = []
+def _causes(error: BaseException) -> list[object]:
+    """The error and what pika wrapped inside it, outermost first (bounded): a workflow
+    failure holds a list of attempts, each the error of one; some keep only their text."""
+    seen: list[object] = []
     pending: list[object] = [error]
     while pending and len(seen) < 20:
         item = pending.pop(0)
-        if isinstance(item, str) and (match := _SSL_TEXT.search(item)):
-            return f"TLS: refused by the broker: {match.group(1).strip()}"
-        if not isinstance(item, BaseException) or item in seen:
+        if item is None or any(item is s for s in seen):
             continue
         seen.append(item)
+        if isinstance(item, BaseException):
+            pending += [
+                *item.args,
+                *getattr(item, "exceptions", ()),
+                getattr(item, "exception", None),
+            ]
+            pending.append(item.__cause__)
+    return seen
+
+
+def _tls_failure(error: BaseException) -> str | None:
+    """The TLS reason inside a pika connection error ("certificate verify failed: ..."), or
+    None if it was not a TLS failure (a lost stream keeps only the text of the broker's alert
+    after the handshake, e.g. a client certificate it refused)."""
+    for item in _causes(error):
+        if isinstance(item, str) and (match := _SSL_TEXT.search(item)):
+            return f"TLS: refused by the broker: {match.group(1).strip()}"
         if isinstance(item, ssl.SSLCertVerificationError):
             return f"TLS: certificate verify failed: {item.verify_message}"
         if isinstance(item, ssl.SSLError):
             return f"TLS: {item.reason or item}".replace("_", " ").lower()
-        pending += [*item.args, *getattr(item, "exceptions", ()), getattr(item, "exception", None)]
-        pending.append(item.__cause__)
+    return None
+
+
+def _socket_failure(error: BaseException) -> str | None:
+    """The operating system's reason inside a pika connection error, in its words ("connection
+    refused", "name or service not known"), or None."""
+    for item in _causes(error):
+        if isinstance(item, socket.gaierror):
+            return f"cannot resolve the host: {str(item.strerror or item).lower()}"
+        if isinstance(item, TimeoutError):
+            return "timed out"
+        if isinstance(item, OSError) and not isinstance(item, ssl.SSLError) and item.strerror:
+            return item.strerror.lower()
     return None
 
 

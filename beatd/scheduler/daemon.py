@@ -15,10 +15,13 @@ from beatd.core.errors import BeatdError, ConfigError
 from beatd.core.ports import Clock, Connector
 from beatd.runtime.clock import system_clock
 from beatd.runtime.lifecycle import EXIT_OK, Lifecycle, cannot_start, reload_failed
+from beatd.runtime.metrics import SchedulerMetrics
 from beatd.runtime.rabbitmq import Link
 from beatd.runtime.state import State
 from beatd.runtime.systemd import Notifier
-from beatd.scheduler import codecs
+from beatd.scheduler import codecs, report
+from beatd.scheduler.history import HistorySink
+from beatd.scheduler.report import Sink
 from beatd.scheduler.scheduler import Scheduler
 
 log = logging.getLogger("beatd.scheduler")
@@ -54,6 +57,7 @@ class SchedulerDaemon:
         self.notifier = notifier or Notifier(env)
         self.lifecycle = Lifecycle(path, self.notifier, watch_file=watch_file)
         self.scheduler: Scheduler | None = None  # once the file is loaded
+        self.metrics: SchedulerMetrics | None = None  # with a metrics: section
 
     def request_stop(self) -> None:
         self.lifecycle.request_stop()
@@ -69,13 +73,28 @@ class SchedulerDaemon:
         """Run until SIGTERM/SIGINT; return the process exit code."""
         try:
             config = load_schedule(self.path, self.env)
+            metrics = SchedulerMetrics(self.clock) if config.metrics else None
+            sinks: list[Sink] = [metrics] if metrics else []
+            if config.history is not None:
+                sinks.append(HistorySink(config.history, lambda: scheduler.link))
             store = State(config.state)
             scheduler = Scheduler(
-                config, store, self.connect, clock=self.clock, on_change=self._on_change
+                config,
+                store,
+                self.connect,
+                clock=self.clock,
+                on_change=self._on_change,
+                sinks=sinks,
             )
+            if metrics is not None and config.metrics is not None:
+                metrics.watch(
+                    lambda: scheduler.link.state == "up",
+                    lambda: sum(1 for job in scheduler.jobs.values() if job.enabled),
+                )
+                metrics.serve(config.metrics)
         except BeatdError as exc:
             return cannot_start(log, self.path, exc)
-        self.scheduler = scheduler
+        self.scheduler, self.metrics = scheduler, metrics
         with self.lifecycle:
             scheduler.start()
             log.info(
@@ -90,6 +109,8 @@ class SchedulerDaemon:
             finally:
                 self.notifier.send(STOPPING=1)
                 await scheduler.close()
+                if metrics is not None:
+                    metrics.close()
                 log.info("stopped; %s", scheduler.summary())
         return EXIT_OK
 
@@ -152,20 +173,18 @@ class SchedulerDaemon:
                 "changing the state file needs a restart; keeping %s", scheduler.config.state
             )
             config = replace(config, state=scheduler.config.state)
+        if (config.metrics, config.history) != (scheduler.config.metrics, scheduler.config.history):
+            log.warning("changes to metrics: and history: take effect when the scheduler restarts")
+            config = replace(
+                config, metrics=scheduler.config.metrics, history=scheduler.config.history
+            )
         await scheduler.reload(config, self.clock())
         added = [name for name in scheduler.jobs if name not in before]
         removed = [name for name in before if name not in scheduler.jobs]
         changed = [
             n for n, j in scheduler.jobs.items() if n in before and before[n] != j.fingerprint
         ]
-        log.info(
-            "reloaded %s: %d jobs (%d added, %d removed, %d rescheduled)",
-            self.path,
-            len(scheduler.jobs),
-            len(added),
-            len(removed),
-            len(changed),
-        )
+        report.log_reload(self.path, len(scheduler.jobs), added, removed, changed)
         self.notifier.send(READY=1, STATUS=scheduler.status())
 
 

@@ -18,10 +18,11 @@ from datetime import datetime, timedelta
 from beatd.core import plan
 from beatd.core.config import Config, Job
 from beatd.core.jobstate import JobState
-from beatd.core.messages import Draft, Outgoing, Run, Trigger, iso_utc
+from beatd.core.messages import Draft, Outgoing, Run, iso_utc
 from beatd.core.ports import Broker, Channel, Clock, Connector, JobStore, Outcome
 from beatd.core.settle import handled, settle
 from beatd.scheduler.codecs import Codecs
+from beatd.scheduler.report import Report, Sink
 from beatd.scheduler.timetable import Timetable
 
 log = logging.getLogger("beatd.scheduler")
@@ -30,7 +31,6 @@ RETRY_FIRST_S, RETRY_MAX_S = 1.0, 30.0
 # Plan and draft a burst this long before its slot (10,000 runs take ~0.3 s to draft), so
 # that at the slot only the sending is left: the last of 1,000 runs leaves ~25 ms sooner.
 PREPARE_AHEAD_S = 0.5
-UNROUTABLE_LOG_EVERY = timedelta(minutes=1)
 # A wall clock that went back by more than this (a manual step, a VM restored from a snapshot)
 # would stall every job until it caught up with the cursors: reset them to now instead.
 CLOCK_STEP_BACK = timedelta(seconds=1)
@@ -64,9 +64,11 @@ class Scheduler:
         *,
         clock: Clock,
         on_change: Callable[[], None] = lambda: None,
+        sinks: Sequence[Sink] = (),
     ) -> None:
         """on_change: called when the broker's state changes (the daemon updates its status
-        and wakes up: a reconnect means parked jobs can go)."""
+        and wakes up: a reconnect means parked jobs can go). sinks: told what each step did,
+        after the log lines (metrics, the run history)."""
         self.store = store
         self.connect = connect
         self.clock = clock
@@ -81,7 +83,7 @@ class Scheduler:
         self._parked: set[str] = set()  # due while the broker is away
         self._prepared: Prepared | None = None
         self._declared_queues: set[str] = set()
-        self._unroutable_logged: dict[tuple[str, str], datetime] = {}
+        self.report = Report(lambda: self.config.broker.exchange, sinks)
         self.link = self._new_link(config)
         self._link_task: asyncio.Task[None] | None = None
         self.adopt(config, clock())
@@ -202,18 +204,7 @@ class Scheduler:
     def _plan(self, job: Job, now: datetime) -> plan.JobPlan:
         state = plan.current_state(job, self.states.get(job.name), now)
         job_plan = plan.plan_job(job, state, now)
-        if job_plan.dropped is not None:  # the catch-up runs, if any, are logged below
-            log.info(
-                "job %r: dropped %d missed slot(s) up to %s (misfire: %s)",
-                job.name,
-                job_plan.dropped.count,
-                iso_utc(job_plan.dropped.last),
-                job.misfire.value,
-            )
-        for run in job_plan.runs:
-            if run.trigger is Trigger.CATCHUP:
-                log.info("job %r: catching up missed slot %s", job.name, iso_utc(run.slot))
-        return job_plan
+        return job_plan  # reported (dropped slots, catch-up runs) once published: _record
 
     def _log_expired(self, run: Run) -> None:
         log.warning(
@@ -221,6 +212,7 @@ class Scheduler:
             run.job.name,
             run.id,
             iso_utc(run.expires_at or run.slot),
+            extra={"job": run.job.name, "run_id": run.id},
         )
 
     async def _declare_queues(self, channel: Channel, due: Sequence[str]) -> None:
@@ -239,7 +231,6 @@ class Scheduler:
         """Settle each job's state from its runs' outcomes and save; a job with runs lost or
         nacked is retried with backoff, the others wait for their next slot."""
         changed: list[JobState] = []
-        unroutable: list[Run] = []
         position = 0
         counters = self.counters
         for job_plan in plans:
@@ -259,11 +250,6 @@ class Scheduler:
             done = handled(results)
             counters.unroutable += new.unroutable - before.unroutable
             counters.expired += sum(1 for r in results[:done] if r is None)
-            unroutable += [
-                run
-                for run, r in zip(job_plan.runs, results[:done], strict=False)
-                if r is Outcome.UNROUTABLE
-            ]
             if new != self.states.get(job.name):
                 changed.append(new)
                 self.states[job.name] = new
@@ -273,8 +259,7 @@ class Scheduler:
                 self._retry_s.pop(job.name, None)
                 self._schedule_next(job)
         self.store.save(changed)
-        if unroutable:
-            self._log_unroutable(unroutable, now)
+        self.report.step(plans, outcomes, now)
 
     def _retry(self, job: Job, runs: int, now: datetime) -> None:
         delay = self._retry_s.get(job.name, RETRY_FIRST_S)
@@ -286,31 +271,6 @@ class Scheduler:
             delay,
         )
         self.timetable.schedule(job.name, now + timedelta(seconds=delay))
-
-    def _log_unroutable(self, runs: list[Run], now: datetime) -> None:
-        """One line per exchange and key, once a minute at most: a burst of 10,000 runs with
-        no queue bound must not write 10,000 lines."""
-        targets: dict[tuple[str, str], list[Run]] = {}
-        for run in runs:
-            exchange = run.job.exchange or self.config.broker.exchange
-            targets.setdefault((exchange, run.job.routing_key or run.job.task), []).append(run)
-        for (exchange, key), group in targets.items():
-            last = self._unroutable_logged.get((exchange, key))
-            if last is not None and abs(now - last) <= UNROUTABLE_LOG_EVERY:
-                continue
-            self._unroutable_logged[(exchange, key)] = now
-            names = sorted({run.job.name for run in group})
-            shown = ", ".join(repr(name) for name in names[:3])
-            if len(names) > 3:
-                shown += f" and {len(names) - 3} more"
-            log.warning(
-                "%d run(s) of job %s unroutable: no queue is bound to exchange %r for key %r "
-                "(counted in the state file; logged once a minute)",
-                len(group),
-                shown,
-                exchange,
-                key,
-            )
 
     # The schedule
 

@@ -23,6 +23,7 @@ from beatd.runtime.lifecycle import (
     cannot_start,
     reload_failed,
 )
+from beatd.runtime.metrics import WorkerMetrics
 from beatd.runtime.rabbitmq import Link
 from beatd.runtime.seen import SeenStore
 from beatd.runtime.systemd import Notifier
@@ -59,6 +60,14 @@ def load(path: str, env: Mapping[str, str]) -> tuple[Config, dict[str, runner.Ta
             [Problem(path, None, "no tasks: a worker runs only the tasks its file defines")]
         )
     return config, runner.prepare(config.tasks, path, env, os.geteuid())
+
+
+def observed(worker: Worker, metrics: WorkerMetrics) -> WorkerMetrics:
+    """Count the worker's outcomes, durations, runs in flight and broker state into metrics."""
+    worker.counts = metrics.tally()
+    worker.on_finished = metrics.finished
+    metrics.watch(lambda: worker.link.state == "up", lambda: worker.slots.busy)
+    return metrics
 
 
 def store_path(config: Config) -> Path:
@@ -100,10 +109,18 @@ class WorkerDaemon:
         )
         self._status_timer: asyncio.TimerHandle | None = None
         self._exit_code = EXIT_OK
+        self.metrics: WorkerMetrics | None = None
+        if config.metrics is not None:
+            self.metrics = observed(self.worker, WorkerMetrics())
 
     async def run(self) -> int:
         """Consume until SIGTERM/SIGINT, then drain; return the exit code."""
         worker, life = self.worker, self.lifecycle
+        if self.metrics is not None and worker.config.metrics is not None:
+            try:
+                self.metrics.serve(worker.config.metrics)
+            except BeatdError as exc:
+                return cannot_start(log, self.path, exc)
         with life:
             worker.start()
             log.info(
@@ -131,6 +148,8 @@ class WorkerDaemon:
                 dropped = worker.outbox.events_dropped
                 events = f"; {dropped} events dropped while the broker was away" if dropped else ""
                 log.info("stopped; %s%s", counts or "nothing ran", events)
+                if self.metrics is not None:
+                    self.metrics.close()
                 self.notifier.send(STATUS="stopped")
         return self._exit_code
 

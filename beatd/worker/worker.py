@@ -69,6 +69,8 @@ class Worker:
         self.on_ready = on_ready
         self.on_fatal = on_fatal
         self.counts: Counter[str] = Counter()
+        # (task, result, seconds, finished at): each run that finished; metrics listen here
+        self.on_finished: Callable[[str, str, float, datetime], None] = lambda *_a: None
         self.slots = Slots(config.worker.concurrency)
         self.threads = runner.Threads(config.worker.concurrency)
         self.stopping = False
@@ -312,6 +314,7 @@ class Worker:
     async def _conclude(self, entry: InFlight, task: runner.Task, result: runner.Result) -> None:
         message, attempt, facts = entry.message, entry.attempt, entry.facts
         took = _duration_s(facts)
+        self.on_finished(message.task, result.status.value, took, facts.finished_at or self.clock())
         if result.status is runner.Status.SUCCEEDED:
             self.store.finish(message.id, attempt, Phase.DONE)
             log.info("run %s (job %s): succeeded in %.3fs", message.id, message.job, took)
