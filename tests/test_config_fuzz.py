@@ -219,8 +219,9 @@ def test_alias_bombs_are_built_below_the_cap_and_refused_above_it(
         if expanded > MAX_ALIAS_VALUES:
             assert any(f"more than {MAX_ALIAS_VALUES:,} values (the cap)" in m for m in messages)
         else:
-            assert messages == ["unknown key 'x' (allowed: timezone, broker, state, defaults,"
-                                " jobs, worker, tasks, signing)"] or use == "x"  # fmt: skip
+            assert (
+                len(messages) == 1 and messages[0].startswith("unknown key 'x' (allowed: ")
+            ) or use == "x"
     else:  # pragma: no cover - the unknown key `x` is always reported
         pytest.fail("x: is not a schedule key")
 
