@@ -136,7 +136,7 @@ def test_a_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     assert result.status is runner.Status.TIMED_OUT
     assert "timed out after 0.5s" in result.detail
     assert started.exists()
-    wait_until(lambda: not running_with(marker), 5, "the grandchild to die")
+    wait_until(lambda: not running_with(marker), 30, "the grandchild to die")
 
 
 def test_a_command_that_ignores_sigterm_is_killed_after_the_grace(
@@ -154,7 +154,7 @@ def test_processes_left_behind_in_the_group_are_stopped() -> None:
     marker = unique_sleep()
     result = run(command_task("/bin/sh", "-c", f"sleep {marker} &"), invocation())
     assert result.status is runner.Status.SUCCEEDED  # the run's own process succeeded
-    wait_until(lambda: not running_with(marker), 5, "the leftover to die")
+    wait_until(lambda: not running_with(marker), 30, "the leftover to die")
 
 
 def test_a_command_that_does_not_read_a_large_message_on_stdin_is_fine() -> None:
