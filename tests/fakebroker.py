@@ -61,6 +61,7 @@ class FakeBroker:
         self.links: list[FakeLink] = []
         self.faults: deque[str] = deque()  # consumed one per published message: NACK or LOSE
         self.accepted: list[Message] = []  # every message the broker confirmed, in order
+        self.locks: dict[str, FakeChannel] = {}  # exclusive queues: held by a connection
         self._changed = asyncio.Event()
 
     # The test's controls
@@ -117,7 +118,11 @@ class FakeBroker:
             return False
         targets = self.route(exchange, key)
         for name in targets:
-            self.queues[name].ready.append(replace(message, exchange=exchange, routing_key=key))
+            queue = self.queues[name]
+            queue.ready.append(replace(message, exchange=exchange, routing_key=key))
+            limit = queue.arguments.get("x-max-length")
+            while limit is not None and len(queue.ready) > int(limit):  # overflow: drop-head
+                queue.ready.popleft()
         for link in self.links:
             link.deliver()
         return bool(targets)
@@ -189,6 +194,32 @@ class FakeLink:
             raise BrokerError("not connected")
         return name in self.broker.queues
 
+    async def try_lock(self, queue: str) -> bool:
+        """An exclusive queue: one connection (here: its channel) holds it until it closes."""
+        channel = self.channel_now()
+        if channel is None:
+            raise BrokerError("not connected")
+        holder = self.broker.locks.get(queue)
+        if holder is not None and holder.open and not holder.severed:
+            return holder is channel
+        self.broker.locks[queue] = channel
+        return True
+
+    async def read_last(self, queue: str, arguments: Mapping[str, Any]) -> bytes | None:
+        channel = self.channel_now()
+        if channel is None:
+            raise BrokerError("not connected")
+        await channel.declare_queue(queue, arguments=arguments)
+        ready = self.broker.queues[queue].ready
+        return ready[0].body if ready else None
+
+    def sever(self) -> None:
+        """The broker closed this connection (a missed heartbeat) but the process has not
+        noticed yet (it was paused): its lock is gone, publishes on it are LOST."""
+        if self._channel is not None:
+            self._channel.severed = True
+        self.broker._notify()
+
     async def run(self) -> None:
         while not self._closed:
             self.changed.clear()
@@ -243,6 +274,7 @@ class FakeChannel:
         self.link = link
         self.broker = link.broker
         self.open = True
+        self.severed = False  # see FakeLink.sever
         self.closed_because = ""
         self._consumers: dict[str, tuple[str, Callable[[Delivery], None], int]] = {}
         self._unacked: dict[int, tuple[str, Message]] = {}
@@ -324,7 +356,7 @@ class FakeChannel:
     def _publish_one(
         self, exchange: str, key: str, body: bytes, properties: Properties, mandatory: bool
     ) -> Outcome:
-        if not self.open:
+        if not self.open or self.severed:
             return Outcome.LOST
         fault = self.broker.faults.popleft() if self.broker.faults else None
         if fault == NACK:

@@ -134,6 +134,23 @@ class WorkerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HaConfig:
+    """High availability: instances sharing a file and a broker elect one leader."""
+
+    name: str = "beatd"  # names the lock and progress queues: beatd.ha.<name>.*
+    poll: timedelta = timedelta(seconds=1)  # how often a standby asks for the lock
+    queue_type: str = "classic"  # of the progress queue: classic or quorum
+
+    @property
+    def lock_queue(self) -> str:
+        return f"beatd.ha.{self.name}.lock"
+
+    @property
+    def progress_queue(self) -> str:
+        return f"beatd.ha.{self.name}.progress"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: str
     timezone: tzinfo = UTC
@@ -144,6 +161,7 @@ class Config:
     tasks: Mapping[str, TaskConfig] = field(default_factory=lambda: MappingProxyType({}))
     has_worker_section: bool = False
     signing: Signing | None = None  # None: runs are published unsigned, accepted unsigned
+    ha: HaConfig | None = None  # None: one instance, no election (the default)
 
     def job(self, name: str) -> Job | None:
         return next((job for job in self.jobs if job.name == name), None)
@@ -254,6 +272,7 @@ def parse_config(
         tasks=MappingProxyType(_tasks(reader, top)),
         has_worker_section="worker" in top or "tasks" in top,
         signing=_signing(reader, top, env, read_secret),
+        ha=_ha(reader, top),
     )
     if reader.problems:  # in file order; problems without a line (the environment) first
         raise ConfigError(sorted(reader.problems, key=lambda p: p.line or 0))
@@ -262,7 +281,7 @@ def parse_config(
 
 _UTC: tzinfo = UTC
 _TOP_KEYS = (
-    "timezone", "broker", "state", "defaults", "jobs", "worker", "tasks", "signing",
+    "timezone", "broker", "state", "defaults", "jobs", "worker", "tasks", "signing", "ha",
 )  # fmt: skip
 _BROKER_KEYS = ("url", "exchange", "exchange_type", "password_file", "heartbeat", "tls")
 
@@ -391,6 +410,44 @@ def _signing(
     if current not in keys:
         return None
     return Signing(keys[current], MappingProxyType(keys), window)
+
+
+_HA_KEYS = ("enabled", "name", "poll", "queue_type")
+_HA = HaConfig()
+
+
+def _ha(reader: _Reader, top: YMap) -> HaConfig | None:
+    """The ha: section; absent or `enabled: false`, HA is off."""
+    where = "ha: "
+    if "ha" not in top:
+        return None
+    if top["ha"] is None:  # `ha:` alone turns it on with the defaults
+        return HaConfig()
+    data = reader.section(top["ha"], where, _HA_KEYS, top.lines["ha"])
+    if data is None or not reader.get(data, "enabled", where, values.boolean, True):
+        return None
+    return HaConfig(
+        name=reader.get(data, "name", where, _ha_name, _HA.name),
+        poll=reader.get(data, "poll", where, _ha_poll, _HA.poll),
+        queue_type=reader.get(data, "queue_type", where, _QUEUE_TYPES, _HA.queue_type),
+    )
+
+
+_QUEUE_TYPES = values.choice("classic", "quorum")
+
+
+def _ha_name(value: object) -> str:
+    name = values.text(value)
+    if not re.fullmatch(r"[\w.:-]{1,100}", name):
+        raise ValueError(f"{name!r}: letters, digits, _ . : - only, at most 100")
+    return name
+
+
+def _ha_poll(value: object) -> timedelta:
+    poll = values.duration(value)
+    if not timedelta(milliseconds=100) <= poll <= timedelta(seconds=60):
+        raise ValueError(f"must be between 100ms and 60s, got {value!r}")
+    return poll
 
 
 _BROKER = BrokerConfig()

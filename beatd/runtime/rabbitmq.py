@@ -18,7 +18,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -205,6 +205,40 @@ class Link:
         finally:
             await probe.close()
         return True
+
+    async def try_lock(self, queue: str) -> bool:
+        """Declare an exclusive queue on this connection: True if this connection holds it,
+        False if another does (the broker answers 405 RESOURCE_LOCKED and closes the
+        throwaway channel it came on)."""
+        probe = await self._probe()
+        try:
+            await probe.declare_queue(queue, durable=False, exclusive=True)
+        except BrokerError as exc:
+            if str(exc).startswith("405"):
+                return False
+            raise
+        finally:
+            await probe.close()
+        return True
+
+    async def read_last(self, queue: str, arguments: Mapping[str, Any]) -> bytes | None:
+        """Declare a durable queue and return its first message's body, leaving it there: the
+        message is taken unacknowledged and goes back when the throwaway channel closes."""
+        probe = await self._probe()
+        try:
+            if not await probe.declare_queue(queue, arguments=arguments):
+                return None
+            return await probe.get(queue)
+        finally:
+            await probe.close()
+
+    async def _probe(self) -> Channel:
+        connection = self._connection
+        if connection is None or connection.is_closed:
+            raise BrokerError("not connected")
+        closed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+        connection.add_on_close_callback(lambda _c, why: _resolve(closed, why))
+        return await _open_channel(connection, self, closed, confirms=False)
 
     async def close(self) -> None:
         """Close the connection gracefully; run() then returns."""

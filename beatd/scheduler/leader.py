@@ -1,0 +1,192 @@
+"""Leader election through RabbitMQ (`ha:`): one instance publishes, the others stand by,
+connected, with the schedule loaded.
+
+The lock is an exclusive queue declared on the connection the scheduler publishes on: the
+broker lets one connection hold it and drops it the moment that connection closes. Publishing
+on that same connection is the fencing: a leader whose connection the broker closed (it was
+paused past the heartbeat, partitioned, killed) cannot get another run confirmed, and a new
+leader can only get the lock after that close. The leader's progress (every job's state) is
+a snapshot it publishes after each confirmed batch to a queue holding only the newest one;
+a new leader reads it before its first step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from beatd.core import progress
+from beatd.core.config import HaConfig
+from beatd.core.errors import BrokerError
+from beatd.core.jobstate import JobState
+from beatd.core.messages import Properties
+from beatd.core.ports import Broker, Channel, Clock, Outcome
+
+log = logging.getLogger("beatd.ha")
+
+READ_TIMEOUT_S = 10.0  # a lock or progress request the broker does not answer is given up
+LEADER_PEEK_S = 30.0  # how often a standby reads who leads (for its status line)
+
+
+def identity() -> str:
+    """This instance as the status line and the snapshot name it: host and pid."""
+    return f"{socket.gethostname()} pid {os.getpid()}"
+
+
+class Leadership:
+    """Whether this instance may publish. With ha off it always leads (one instance)."""
+
+    def __init__(
+        self,
+        ha: HaConfig | None,
+        clock: Clock,
+        *,
+        me: str = "",
+        on_lead: Callable[[progress.Snapshot | None], None] = lambda _s: None,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        """on_lead: called with the old leader's snapshot (None if there is none) just
+        before this instance starts publishing; on_change: when the role changes."""
+        self.ha = ha
+        self.clock = clock
+        self.me = me or identity()
+        self.on_lead = on_lead
+        self.on_change = on_change
+        self.leading = ha is None
+        self.since: datetime | None = None
+        self.leader: str | None = None  # the last known leader: this one, or the snapshot's
+        self.link: Broker | None = None
+        self._stop = asyncio.Event()
+        self._refused = False  # the lock was refused since the last change: log that once
+        self._peeked: datetime | None = None
+
+    @property
+    def role(self) -> str:
+        if self.ha is None:
+            return "single"
+        return "leader" if self.leading else "standby"
+
+    def status(self) -> str:
+        """The role for the status line: `leader since ...` or `standby (leader: ...)`."""
+        if self.ha is None:
+            return ""
+        if self.leading and self.since is not None:
+            return f"ha leader since {self.since.strftime('%Y-%m-%dT%H:%M:%SZ')} ({self.me})"
+        return f"ha standby (leader: {self.leader or 'unknown'})"
+
+    def link_state(self, state: str) -> None:
+        """The publishing connection changed state: a closed connection released the lock."""
+        if self.ha is None or state == "up" or not self.leading:
+            return
+        self.leading = False
+        self.since = None
+        if state == "closed":  # this instance is stopping: the broker frees the lock for another
+            log.info("leaving the leadership: stopping")
+            return
+        log.warning(
+            "lost the leadership: the connection that held the lock is %s; stopped "
+            "publishing; standing by",
+            state,
+        )
+        self.on_change()
+
+    async def run(self) -> None:
+        """Ask for the lock every `poll` (jittered) while standing by, until stop()."""
+        if self.ha is None:
+            return
+        poll_s = self.ha.poll.total_seconds()
+        while not self._stop.is_set():
+            if not self.leading:
+                await self.elect()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), poll_s * random.uniform(0.8, 1.0))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def elect(self) -> None:
+        """One attempt at the lock; on success, resume from the progress and lead."""
+        link = self.link
+        assert self.ha is not None
+        if link is None or link.channel_now() is None:
+            return
+        try:
+            held = await asyncio.wait_for(link.try_lock(self.ha.lock_queue), READ_TIMEOUT_S)
+            if not held:
+                await self._refused_by_leader(link)
+                return
+            raw = await asyncio.wait_for(
+                link.read_last(self.ha.progress_queue, progress_arguments(self.ha)),
+                READ_TIMEOUT_S,
+            )
+        except (BrokerError, TimeoutError) as exc:
+            log.warning("leader election: %s; trying again in %s", exc or "timed out", self.ha.poll)
+            return
+        snapshot = None
+        if raw is not None:
+            try:
+                snapshot = progress.decode(raw)
+            except ValueError as exc:
+                log.warning("%s in %s; resuming from the local state", exc, self.ha.progress_queue)
+        if link.channel_now() is None:  # the connection went while reading: no lock any more
+            return
+        self.on_lead(snapshot)
+        self.leading, self.since, self.leader, self._refused = True, self.clock(), self.me, False
+        if snapshot is None:
+            log.info("leading (no progress on the broker yet: resuming from the local state)")
+        else:
+            log.info(
+                "leading; resuming from the progress %s wrote at %s",
+                snapshot.leader,
+                snapshot.written_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z",
+            )
+        self.on_change()
+
+    async def _refused_by_leader(self, link: Broker) -> None:
+        """Another instance leads: say so once, and read its name now and then."""
+        assert self.ha is not None
+        now = self.clock()
+        if self._peeked is None or abs((now - self._peeked).total_seconds()) >= LEADER_PEEK_S:
+            self._peeked = now
+            raw = await asyncio.wait_for(
+                link.read_last(self.ha.progress_queue, progress_arguments(self.ha)),
+                READ_TIMEOUT_S,
+            )
+            with contextlib.suppress(ValueError):
+                self.leader = None if raw is None else progress.decode(raw).leader
+        if not self._refused:
+            self._refused = True
+            log.info(
+                "standing by: %s leads (it holds %s)",
+                self.leader or "another instance",
+                self.ha.lock_queue,
+            )
+            self.on_change()
+
+    async def save(self, channel: Channel, states: Iterable[JobState]) -> None:
+        """Publish the progress after a confirmed batch (on the lock holder's channel)."""
+        if self.ha is None or not self.leading:
+            return
+        body = progress.encode(self.me, self.clock(), states)
+        properties = Properties(message_id=f"{self.ha.name}@progress", type="beatd.ha.progress")
+        outcome = await channel.send("", self.ha.progress_queue, body, properties)
+        if outcome is not Outcome.CONFIRMED:
+            log.warning(
+                "progress not confirmed (%s): a takeover now would publish this batch again "
+                "under the same ids",
+                outcome.value,
+            )
+
+
+def progress_arguments(ha: HaConfig) -> dict[str, object]:
+    """The progress queue keeps only the newest snapshot."""
+    arguments: dict[str, object] = {"x-max-length": 1, "x-overflow": "drop-head"}
+    if ha.queue_type == "quorum":
+        arguments["x-queue-type"] = "quorum"
+    return arguments
