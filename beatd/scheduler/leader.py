@@ -84,8 +84,7 @@ class Leadership:
         """The publishing connection changed state: a closed connection released the lock."""
         if self.ha is None or state == "up" or not self.leading:
             return
-        self.leading = False
-        self.since = None
+        self.leading, self.since, self._refused = False, None, False
         if state == "closed":  # this instance is stopping: the broker frees the lock for another
             log.info("leaving the leadership: stopping")
             return
