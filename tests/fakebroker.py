@@ -14,6 +14,7 @@ implements core.ports with the same observable behaviour, so no test here needs 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -62,6 +63,7 @@ class FakeBroker:
         self.faults: deque[str] = deque()  # consumed one per published message: NACK or LOSE
         self.accepted: list[Message] = []  # every message the broker confirmed, in order
         self.locks: dict[str, FakeChannel] = {}  # exclusive queues: held by a connection
+        self.lines: dict[str, list[tuple[FakeChannel, str]]] = {}  # single-active-consumer
         self._changed = asyncio.Event()
 
     # The test's controls
@@ -126,6 +128,16 @@ class FakeBroker:
         for link in self.links:
             link.deliver()
         return bool(targets)
+
+    def deliver_all(self) -> None:
+        for link in self.links:
+            link.deliver()
+
+    def active(self, queue: str) -> tuple[FakeChannel, str] | None:
+        """The consumer a single-active-consumer queue delivers to: the first still there."""
+        line = self.lines.get(queue, [])
+        line[:] = [(ch, tag) for ch, tag in line if ch.open and not ch.severed]
+        return line[0] if line else None
 
     def messages(self, queue: str) -> list[Message]:
         return list(self.queues[queue].ready)
@@ -211,14 +223,16 @@ class FakeLink:
             raise BrokerError("not connected")
         await channel.declare_queue(queue, arguments=arguments)
         ready = self.broker.queues[queue].ready
-        return ready[0].body if ready else None
+        return ready[-1].body if ready else None
 
     def sever(self) -> None:
         """The broker closed this connection (a missed heartbeat) but the process has not
         noticed yet (it was paused): its lock is gone, publishes on it are LOST."""
         if self._channel is not None:
             self._channel.severed = True
+            self._channel.release()
         self.broker._notify()
+        asyncio.get_running_loop().call_soon(self.broker.deliver_all)
 
     async def run(self) -> None:
         while not self._closed:
@@ -383,15 +397,22 @@ class FakeChannel:
             raise self._fail(f"404 NOT_FOUND - no queue '{queue}'")
         tag = f"ctag-{next(self._tags)}"
         self._consumers[tag] = (queue, on_message, prefetch)
+        if self.broker.queues[queue].arguments.get("x-single-active-consumer"):
+            self.broker.lines.setdefault(queue, []).append((self, tag))
         asyncio.get_running_loop().call_soon(self.deliver)
         return tag
 
     async def cancel(self, consumer_tag: str) -> None:
         self._consumers.pop(consumer_tag, None)
+        for line in self.broker.lines.values():
+            line[:] = [(ch, tag) for ch, tag in line if (ch, tag) != (self, consumer_tag)]
+        asyncio.get_running_loop().call_soon(self.broker.deliver_all)
 
     def deliver(self) -> None:
         """Hand waiting messages to this channel's consumers, within their prefetch."""
         for tag, (queue, on_message, prefetch) in list(self._consumers.items()):
+            if queue in self.broker.lines and self.broker.active(queue) != (self, tag):
+                continue
             ready = self.broker.queues[queue].ready
             while self.open and tag in self._consumers and ready:
                 if sum(1 for q, _ in self._unacked.values() if q == queue) >= prefetch:
@@ -420,7 +441,7 @@ class FakeChannel:
             queue.ready.appendleft(replace(message, redelivered=True))
         elif not ack:
             queue.dead_letter(self.broker, message)
-        asyncio.get_running_loop().call_soon(self.deliver)
+        asyncio.get_running_loop().call_soon(self.broker.deliver_all)
         return True
 
     def close_now(self, reason: str) -> None:
@@ -429,10 +450,17 @@ class FakeChannel:
             return
         self.open = False
         self.closed_because = reason
+        self.release()
+
+    def release(self) -> None:
+        """The broker's side of a closed channel: its consumers go, its unacked messages go
+        back to their queues, redelivered (to another single active consumer, if any)."""
         self._consumers.clear()
         for queue_name, message in reversed(list(self._unacked.values())):
             self.broker.queues[queue_name].ready.appendleft(replace(message, redelivered=True))
         self._unacked.clear()
+        with contextlib.suppress(RuntimeError):  # no loop: nobody to deliver to
+            asyncio.get_running_loop().call_soon(self.broker.deliver_all)
 
 
 class MemoryStore:

@@ -33,12 +33,11 @@ def runs(broker: FakeBroker) -> list[str]:
     return [m.properties.message_id for m in broker.accepted if m.exchange == "beatd"]
 
 
-async def started(config: Config, broker: FakeBroker, *, elect: bool = True) -> Beat:
+async def started(config: Config, broker: FakeBroker) -> Beat:
+    """An instance, connected: the first one gets the token, so the lock, and leads."""
     beat = Beat(config, T0, broker)
-    scheduler = await beat.start()
-    if elect:
-        await scheduler.leadership.elect()
-        await quiet()
+    await beat.start()
+    await quiet()
     return beat
 
 
@@ -59,7 +58,7 @@ async def test_only_the_elected_instance_publishes() -> None:
     assert runs(broker) == [slot(s) for s in range(1, 6)]
     assert sched(b).next_wake() is None, "a standby sleeps until the election wakes it"
     assert "ha leader since 2026-11-21T05:30:00Z" in sched(a).status()
-    b.clock.now = T0 + timedelta(seconds=40)  # the standby reads who leads now and then
+    b.clock.now = T0 + timedelta(seconds=70)  # the standby reads who leads now and then
     await sched(b).leadership.elect()
     assert f"ha standby (leader: {sched(a).leadership.me})" in sched(b).status()
 
@@ -71,10 +70,10 @@ async def test_a_standby_takes_over_from_the_last_slot_the_leader_confirmed() ->
     a = await started(config, broker)
     b = await started(config, broker)
     await a.run_until(T0 + timedelta(seconds=5))
-    await a.crash()  # its connection closes: the broker releases the lock
     b.clock.now = T0 + timedelta(seconds=5, milliseconds=300)
-    await sched(b).leadership.elect()
-    assert sched(b).leadership.leading
+    await a.crash()  # its connection closes: the broker frees the lock and passes the token
+    await quiet()
+    assert sched(b).leadership.leading, "the token's new holder took the lock at once"
     await b.run_until(T0 + timedelta(seconds=10))
     assert runs(broker) == [slot(s) for s in range(1, 11)], "each slot once, none lost"
     assert b.store.rows["tick"].last_slot == T0 + timedelta(seconds=10)
@@ -103,9 +102,9 @@ async def test_a_takeover_after_grace_follows_the_misfire_policy_exactly_as_a_re
     a = await started(config, broker)
     b = await started(config, broker)
     await a.run_until(T0 + timedelta(seconds=60))
-    await a.crash()
     b.clock.now = gone
-    await sched(b).leadership.elect()
+    await a.crash()
+    await quiet()
     await b.run_until(gone)
     assert runs(broker) == single.published()
     assert runs(broker) == [
@@ -126,9 +125,9 @@ async def test_a_paused_leader_gets_nothing_confirmed_and_becomes_a_standby(
     await a.run_until(T0 + timedelta(seconds=2))
     # SIGSTOP: the broker closes a's connection after missed heartbeats; a has not noticed.
     a_link = sched(a).link
-    a_link.sever()  # type: ignore[attr-defined]
     b.clock.now = T0 + timedelta(seconds=2, milliseconds=500)
-    await sched(b).leadership.elect()
+    a_link.sever()  # type: ignore[attr-defined]
+    await quiet()
     assert sched(b).leadership.leading
     # SIGCONT: a still believes it leads and publishes its due slot on the dead connection.
     with caplog.at_level(logging.WARNING):
@@ -153,16 +152,37 @@ async def test_after_a_broker_restart_exactly_one_instance_leads_and_no_slot_is_
     broker.stop()
     await quiet()
     assert all(sched(beat).leadership.role == "standby" for beat in beats)
+    for beat in beats:
+        beat.clock.now = T0 + timedelta(seconds=6)
     broker.start()
     await quiet()
-    for beat in reversed(beats):
-        beat.clock.now = T0 + timedelta(seconds=6)
-        await sched(beat).leadership.elect()
-    assert [sched(beat).leadership.role for beat in beats] == ["standby", "standby", "leader"]
+    roles = Counter(sched(beat).leadership.role for beat in beats)
+    assert roles == {"leader": 1, "standby": 2}
     for beat in beats:
         await beat.run_until(T0 + timedelta(seconds=8))
     counts = Counter(runs(broker))
     assert sorted(counts) == [slot(s) for s in range(1, 9)] and set(counts.values()) == {1}
+
+
+@driven
+async def test_a_token_held_by_a_standby_moves_on_until_the_leader_holds_it() -> None:
+    broker = FakeBroker()
+    config = schedule(TICK, extra=HA)
+    a, b, c = [await started(config, broker) for _ in range(3)]
+    token = sched(a).leadership._token
+    assert token is not None and sched(a).leadership.leading
+    token.ack()  # every token is lost (say, someone purged the queue)
+    assert config.ha is not None
+    broker.queues[config.ha.token_queue].ready.clear()  # the spare one b put in
+    await a.crash()
+    await quiet()
+    assert not sched(b).leadership.leading and not sched(c).leadership.leading
+    await sched(c).leadership.elect()  # what the fallback does every 30 s
+    assert sched(c).leadership.leading
+    await started(config, broker)  # a new instance finds no token and puts one in
+    await quiet()  # b, first in line, gets it, is refused and passes it on, to c
+    assert sched(c).leadership._token is not None and sched(b).leadership._token is None
+    assert not sched(b).leadership.leading
 
 
 @driven
@@ -174,10 +194,18 @@ async def test_a_standby_with_a_changed_job_says_so_when_it_takes_over(
     changed = schedule(TICK.replace("1s", "2s"), extra=HA)
     b = await started(changed, broker)
     await a.run_until(T0 + timedelta(seconds=3))
-    await a.crash()
-    with caplog.at_level(logging.WARNING):
+    b.clock.now = T0 + timedelta(seconds=70)  # a standby reads the leader's progress now and
+    with caplog.at_level(logging.WARNING):  # then; it had none when b started
         await sched(b).leadership.elect()
-    assert "1 job(s) differ from the schedule the previous leader ran ('tick')" in caplog.text
+    assert "1 job(s) differ from the schedule the leader runs: they would start afresh" in (
+        caplog.text
+    )
+    with caplog.at_level(logging.WARNING):
+        await a.crash()
+        await quiet()
+    assert (
+        "1 job(s) differ from the schedule the previous leader ran: they start afresh ('tick')"
+    ) in caplog.text
     assert sched(b).leadership.leading
 
 

@@ -53,7 +53,7 @@ class Instance:
 def cluster(tmp_path: Path, rabbit: Rabbit, count: int, heartbeat: str = "5s") -> list[Instance]:
     exchange = rabbit.name("x")
     rabbit.exchanges.append(exchange)
-    rabbit.queues.append(f"beatd.ha.{rabbit.prefix}.progress")
+    rabbit.queues += [f"beatd.ha.{rabbit.prefix}.progress", f"beatd.ha.{rabbit.prefix}.token"]
     text = (
         f"broker:\n  exchange: {exchange}\n  heartbeat: {heartbeat}\n"
         f"ha:\n  name: {rabbit.prefix}\n  poll: 200ms\n"

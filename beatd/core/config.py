@@ -149,6 +149,10 @@ class HaConfig:
     def progress_queue(self) -> str:
         return f"beatd.ha.{self.name}.progress"
 
+    @property
+    def token_queue(self) -> str:
+        return f"beatd.ha.{self.name}.token"
+
 
 @dataclass(frozen=True, slots=True)
 class Config:

@@ -124,8 +124,8 @@ class Broker(Protocol):
         ...
 
     async def read_last(self, queue: str, arguments: Mapping[str, Any]) -> bytes | None:
-        """Declare a durable queue with these arguments and return the body of its first
-        message without taking it away, or None if it is empty."""
+        """Declare a durable queue with these arguments and return the body of its newest
+        message without taking any away, or None if it is empty."""
         ...
 
     async def run(self) -> None: ...

@@ -37,6 +37,7 @@ log = logging.getLogger("beatd.broker")
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
 REMIND_S = 600.0
+READ_LAST_MAX = 10  # messages read_last looks through (the queues it reads keep one)
 
 
 class Link:
@@ -222,15 +223,21 @@ class Link:
         return True
 
     async def read_last(self, queue: str, arguments: Mapping[str, Any]) -> bytes | None:
-        """Declare a durable queue and return its first message's body, leaving it there: the
-        message is taken unacknowledged and goes back when the throwaway channel closes."""
+        """Declare a durable queue and return its last message's body, leaving every message
+        there: they are taken unacknowledged and go back when the throwaway channel closes.
+        (A one-message queue can briefly hold two: a reader's returned copy and a newer one.)"""
         probe = await self._probe()
+        last = None
         try:
-            if not await probe.declare_queue(queue, arguments=arguments):
-                return None
-            return await probe.get(queue)
+            count = await probe.declare_queue(queue, arguments=arguments)
+            for _ in range(min(count, READ_LAST_MAX)):
+                body = await probe.get(queue)
+                if body is None:
+                    break
+                last = body
         finally:
             await probe.close()
+        return last
 
     async def _probe(self) -> Channel:
         connection = self._connection

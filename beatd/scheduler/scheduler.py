@@ -84,7 +84,9 @@ class Scheduler:
         self._declared_queues: set[str] = set()
         self._unroutable_logged: dict[tuple[str, str], datetime] = {}
         # With ha: off this always leads; with ha: on, only while its link holds the lock.
-        self.leadership = Leadership(config.ha, clock, on_lead=self._lead, on_change=on_change)
+        self.leadership = Leadership(
+            config.ha, clock, on_lead=self._lead, on_peek=self._differ, on_change=on_change
+        )
         self.link = self._new_link(config)
         self._link_task: asyncio.Task[None] | None = None
         self._ha_task: asyncio.Task[None] | None = None
@@ -100,6 +102,7 @@ class Scheduler:
             for name in exchanges:
                 await channel.declare_exchange(name, kind)
             self._declared_queues.clear()
+            await self.leadership.setup(channel)
 
         def on_state(state: str) -> None:
             self.leadership.link_state(state)
@@ -127,17 +130,30 @@ class Scheduler:
         leader's; planning then applies the misfire policy to what went past its grace."""
         remote = {} if snapshot is None else snapshot.states
         merged, differing = progress.merge(self.states, remote, self.config.jobs)
-        if differing:
-            log.warning(
-                "%d job(s) differ from the schedule the previous leader ran (%s): they start "
-                "afresh from this file",
-                len(differing),
-                ", ".join(repr(name) for name in differing[:5]),
-            )
+        self._differ(snapshot, differing, "the previous leader ran: they start afresh")
         self.store.save(s for name, s in merged.items() if self.states.get(name) != s)
         self.states.update(merged)
         self._parked.clear()
         self._reschedule()
+
+    def _differ(
+        self,
+        snapshot: progress.Snapshot | None,
+        differing: list[str] | None = None,
+        then: str = "the leader runs: they would start afresh if this one took over",
+    ) -> None:
+        """Say which jobs' schedules differ from the leader's (a file not yet deployed
+        everywhere): when a standby first reads the leader's progress, and on takeover."""
+        if differing is None:
+            remote = {} if snapshot is None else snapshot.states
+            differing = progress.merge(self.states, remote, self.config.jobs)[1]
+        if differing:
+            log.warning(
+                "%d job(s) differ from the schedule %s (%s)",
+                len(differing),
+                then,
+                ", ".join(repr(name) for name in differing[:5]),
+            )
 
     async def _stop_link(self) -> None:
         await self.link.close()
