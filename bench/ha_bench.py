@@ -1,17 +1,19 @@
 """Takeover benchmark for `ha:` against the real RabbitMQ on 127.0.0.1:5672.
 
     .venv/bin/python bench/ha_bench.py [--rounds 12] [--period 10] [--poll 1s] [--instances 3]
+    .venv/bin/python bench/ha_bench.py --pause 30 --heartbeat 5s --rounds 2
 
 Three `beatd run` processes share one schedule (a 1 s job and 200 jobs every 5 s) and the
 broker, each with its own state file, as on three hosts. Every `period` seconds the leader is
-SIGKILLed and restarted at once. Per kill: the takeover (kill to the new leader's "leading"
-log line) and the lateness of the runs due in the 2 s after it (published_at - scheduled_at). At
-the end every run is drained from a queue bound to the exchange: every slot in the window
-must be there, none under two ids (an id is `<job>@<slot>`, so only a count above 1 is
-possible), and runs published twice under the same id are counted, with how many of them were
-in flight at a kill (a slot at most 2 s before it). Also counts the lines RabbitMQ wrote to
-its log meanwhile (each refused lock is one). Nobody consumes during the run. Timings are
-never test assertions; bench/README.md records runs with the machine named.
+SIGKILLed and restarted at once (with --pause: SIGSTOPped that long, then SIGCONTed). Per
+kill: the takeover (kill to the new leader's "leading" log line) and the lateness of the runs
+due in the 2 s after it (published_at - scheduled_at). At the end every run is drained from a
+queue bound to the exchange: every slot in the window must be there, none under two ids (an
+id is `<job>@<slot>`, so only a count above 1 is possible), and runs published twice under the
+same id are counted, with how many of them were in flight at a kill (a slot at most 2 s
+before it). Also counts the refused lock declares RabbitMQ logged meanwhile (two error lines
+each). Nobody consumes during the run. Timings are never test assertions; bench/README.md
+records runs with the machine named.
 """
 
 from __future__ import annotations
@@ -96,12 +98,28 @@ def wait_for_leader(instances: list[Instance]) -> Instance:
     raise SystemExit(f"no single leader within {LEADER_WAIT_S:.0f}s")
 
 
-def schedule(exchange: str, name: str, poll: str) -> str:
+def paused(old: Instance, others: list[Instance], pause_s: float) -> Instance:
+    """SIGSTOP the leader for pause_s, then SIGCONT; return who leads meanwhile."""
+    stopped = time.monotonic()
+    old.process.send_signal(signal.SIGSTOP)
+    try:
+        leader = wait_for_leader(others)
+        time.sleep(max(0.0, pause_s - (time.monotonic() - stopped)))
+    finally:
+        old.process.send_signal(signal.SIGCONT)
+    deadline = time.monotonic() + LEADER_WAIT_S
+    while "lost the leadership" not in old.text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return leader
+
+
+def schedule(exchange: str, name: str, poll: str, heartbeat: str) -> str:
     jobs = "  tick:\n    every: 1s\n    task: bench.tick\n" + "".join(
         f"  j{i:03d}:\n    every: 5s\n    task: bench.five\n" for i in range(200)
     )
     return (
-        f"broker:\n  exchange: {exchange}\n  url: {URL}\nha:\n  name: {name}\n  poll: {poll}\n"
+        f"broker:\n  exchange: {exchange}\n  url: {URL}\n  heartbeat: {heartbeat}\n"
+        f"ha:\n  name: {name}\n  poll: {poll}\n"
         f"state: STATE\njobs:\n{jobs}"
     )
 
@@ -121,6 +139,10 @@ def main() -> None:
     parser.add_argument("--period", type=float, default=10.0)
     parser.add_argument("--poll", default="1s")
     parser.add_argument("--instances", type=int, default=3)
+    parser.add_argument("--heartbeat", default="30s")
+    parser.add_argument(
+        "--pause", type=float, default=0, help="SIGSTOP the leader this long instead of a kill"
+    )
     args = parser.parse_args()
     rounds = min(args.rounds, MAX_ROUNDS)
     tag = uuid.uuid4().hex[:8]
@@ -130,14 +152,13 @@ def main() -> None:
     channel.exchange_declare(exchange, "topic", durable=True)
     channel.queue_declare(queue, durable=True)
     channel.queue_bind(queue, exchange, "#")
-    log_before = (
-        len(RABBIT_LOG.read_text(errors="replace").splitlines()) if RABBIT_LOG.exists() else 0
-    )
+    connection.close()  # a blocking connection idle for minutes would miss its heartbeats
+    log_before = RABBIT_LOG.stat().st_size if RABBIT_LOG.exists() else 0
     kills: list[float] = []
     takeovers: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(os.environ.get("HA_BENCH_DIR") or tmp)
-        text = schedule(exchange, name, args.poll)
+        text = schedule(exchange, name, args.poll, args.heartbeat)
         instances = [Instance(directory, i, text) for i in range(args.instances)]
         started = time.time()
         try:
@@ -145,12 +166,15 @@ def main() -> None:
             for _ in range(rounds):
                 time.sleep(args.period)
                 killed_at = time.time()
-                leader.process.send_signal(signal.SIGKILL)
-                leader.process.wait()
-                kills.append(killed_at)
                 old = leader
-                old.process = old.start()  # restarted at once, as systemd would
-                leader = wait_for_leader([i for i in instances if i is not old] + [old])
+                if args.pause:
+                    leader = paused(old, [i for i in instances if i is not old], args.pause)
+                else:
+                    old.process.send_signal(signal.SIGKILL)
+                    old.process.wait()
+                    old.process = old.start()  # restarted at once, as systemd would
+                    leader = wait_for_leader([i for i in instances if i is not old] + [old])
+                kills.append(killed_at)
                 at = leader.led_at(killed_at)
                 if at is not None:
                     takeovers.append(at - killed_at)
@@ -163,16 +187,27 @@ def main() -> None:
         lost_leadership = sum(
             i.log.read_text(errors="replace").count("lost the leadership") for i in instances
         )
+    connection = pika.BlockingConnection(pika.URLParameters(URL))
+    channel = connection.channel()
     bodies = drain(channel, queue)
     channel.queue_delete(queue)
     channel.queue_delete(f"beatd.ha.{name}.progress")
     channel.queue_delete(f"beatd.ha.{name}.token")
     channel.exchange_delete(exchange)
     connection.close()
-    log_after = (
-        len(RABBIT_LOG.read_text(errors="replace").splitlines()) if RABBIT_LOG.exists() else 0
-    )
-    report(bodies, kills, takeovers, started, ended, codes, lost_leadership, log_after - log_before)
+    refused = refusals(log_before, f"beatd.ha.{name}.lock")
+    report(bodies, kills, takeovers, started, ended, codes, lost_leadership, refused)
+
+
+def refusals(offset: int, lock: str) -> int:
+    """How many refused declares of the lock RabbitMQ logged since offset (each is two lines;
+    the log is shared with everything else using the broker, so only these are counted)."""
+    if not RABBIT_LOG.exists():
+        return -1
+    with RABBIT_LOG.open("rb") as file:
+        file.seek(offset)
+        text = file.read().decode(errors="replace")
+    return sum(1 for line in text.splitlines() if "resource_locked" in line and lock in line)
 
 
 def report(
@@ -183,7 +218,7 @@ def report(
     ended: float,
     codes: list[int],
     lost_leadership: int,
-    rabbit_lines: int,
+    refused: int,
 ) -> None:
     ids = Counter(str(b["id"]) for b in bodies)
     slot = {str(b["id"]): datetime.fromisoformat(b["scheduled_at"]).timestamp() for b in bodies}
@@ -223,8 +258,8 @@ def report(
                 f"(n={len(values)})"
             )
     print(
-        f"'lost the leadership' lines: {lost_leadership}; RabbitMQ log lines meanwhile: "
-        f"{rabbit_lines}"
+        f"'lost the leadership' lines: {lost_leadership}; refused lock declares in RabbitMQ's "
+        f"log: {refused} (two log lines each)"
     )
 
 
