@@ -197,7 +197,7 @@ async def test_a_standby_with_a_changed_job_says_so_when_it_takes_over(
     b.clock.now = T0 + timedelta(seconds=70)  # a standby reads the leader's progress now and
     with caplog.at_level(logging.WARNING):  # then; it had none when b started
         await sched(b).leadership.elect()
-    assert "1 job(s) differ from the schedule the leader runs: they would start afresh" in (
+    assert "1 job(s) differ from the schedule the leader runs: they would start afresh on" in (
         caplog.text
     )
     with caplog.at_level(logging.WARNING):
@@ -252,3 +252,16 @@ def test_a_progress_snapshot_round_trips_and_merges_to_the_further_state() -> No
     assert merged["tick"] == mine["tick"] and differing == ["tick"]
     with pytest.raises(ValueError, match="unreadable progress snapshot"):
         progress.decode(b'{"v": 1, "jobs": {"tick": [1]}}')
+
+
+@driven
+async def test_a_reload_keeps_the_ha_section_until_a_restart(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broker = FakeBroker()
+    a = await started(schedule(TICK, extra=HA), broker)
+    with caplog.at_level(logging.WARNING):
+        await sched(a).reload(schedule(TICK), T0)
+    assert "changes to ha: take effect when the scheduler restarts" in caplog.text
+    assert sched(a).config.ha == HaConfig(poll=timedelta(seconds=60))
+    assert "ha leader since" in sched(a).status()

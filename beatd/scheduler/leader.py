@@ -260,6 +260,16 @@ class Leadership:
             )
 
 
+def say_differing(differing: list[str], then: str) -> None:
+    """Log the jobs whose schedule differs from the leader's (a file deployed host by host)."""
+    if differing:
+        shown = ", ".join(repr(name) for name in differing[:5])
+        more = f" and {len(differing) - 5} more" if len(differing) > 5 else ""
+        log.warning(
+            "%d job(s) differ from the schedule %s (%s%s)", len(differing), then, shown, more
+        )
+
+
 def token_arguments(ha: HaConfig) -> dict[str, object]:
     """The token queue: one consumer at a time gets deliveries; one ready token at most."""
     arguments: dict[str, object] = {

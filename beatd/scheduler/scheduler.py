@@ -22,7 +22,7 @@ from beatd.core.messages import Draft, Outgoing, Run, Trigger, iso_utc
 from beatd.core.ports import Broker, Channel, Clock, Connector, JobStore, Outcome
 from beatd.core.settle import handled, settle
 from beatd.scheduler.codecs import Codecs
-from beatd.scheduler.leader import Leadership
+from beatd.scheduler.leader import Leadership, say_differing
 from beatd.scheduler.timetable import Timetable
 
 log = logging.getLogger("beatd.scheduler")
@@ -85,7 +85,7 @@ class Scheduler:
         self._unroutable_logged: dict[tuple[str, str], datetime] = {}
         # With ha: off this always leads; with ha: on, only while its link holds the lock.
         self.leadership = Leadership(
-            config.ha, clock, on_lead=self._lead, on_peek=self._differ, on_change=on_change
+            config.ha, clock, on_lead=self._lead, on_peek=self._peek, on_change=on_change
         )
         self.link = self._new_link(config)
         self._link_task: asyncio.Task[None] | None = None
@@ -130,30 +130,16 @@ class Scheduler:
         leader's; planning then applies the misfire policy to what went past its grace."""
         remote = {} if snapshot is None else snapshot.states
         merged, differing = progress.merge(self.states, remote, self.config.jobs)
-        self._differ(snapshot, differing, "the previous leader ran: they start afresh")
+        say_differing(differing, "the previous leader ran: they start afresh")
         self.store.save(s for name, s in merged.items() if self.states.get(name) != s)
         self.states.update(merged)
         self._parked.clear()
         self._reschedule()
 
-    def _differ(
-        self,
-        snapshot: progress.Snapshot | None,
-        differing: list[str] | None = None,
-        then: str = "the leader runs: they would start afresh if this one took over",
-    ) -> None:
-        """Say which jobs' schedules differ from the leader's (a file not yet deployed
-        everywhere): when a standby first reads the leader's progress, and on takeover."""
-        if differing is None:
-            remote = {} if snapshot is None else snapshot.states
-            differing = progress.merge(self.states, remote, self.config.jobs)[1]
-        if differing:
-            log.warning(
-                "%d job(s) differ from the schedule %s (%s)",
-                len(differing),
-                then,
-                ", ".join(repr(name) for name in differing[:5]),
-            )
+    def _peek(self, snapshot: progress.Snapshot) -> None:
+        """A standby's first look at the leader's progress: is it running this schedule?"""
+        differing = progress.merge(self.states, snapshot.states, self.config.jobs)[1]
+        say_differing(differing, "the leader runs: they would start afresh on a takeover")
 
     async def _stop_link(self) -> None:
         await self.link.close()
@@ -424,6 +410,9 @@ class Scheduler:
         if config.signing != self.config.signing:
             log.warning("changes to signing: take effect when the scheduler restarts")
             config = replace(config, signing=self.config.signing)
+        if config.ha != self.config.ha:
+            log.warning("changes to ha: take effect when the scheduler restarts")
+            config = replace(config, ha=self.config.ha)
         broker_changed = config.broker != self.config.broker or Codecs(config.broker).exchanges(
             config.jobs
         ) != self.codecs.exchanges(self.config.jobs)
