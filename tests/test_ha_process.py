@@ -1,10 +1,13 @@
 """`ha:` with real `beatd run` processes on the real RabbitMQ: SIGKILL the leader and a standby
 takes over with no slot lost; SIGSTOP it past the heartbeat and the resumed instance publishes
-nothing (its connection was the fencing token); the lock and progress on the real broker."""
+nothing (its connection was the fencing token); a broker restart (a private node) leaves exactly
+one leader and no slot lost; the lock and progress on the real broker."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -14,10 +17,13 @@ from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pika
+
 from beatd.core.config import BrokerConfig
 from beatd.core.messages import Properties
 from beatd.runtime.rabbitmq import Link
 from tests.rabbit import AMQP_URL, Rabbit, async_wait_until, wait_until
+from tests.rabbitnode import RabbitNode, require_rabbitmq
 
 
 class Instance:
@@ -50,12 +56,14 @@ class Instance:
         return self.process.wait(timeout=20)
 
 
-def cluster(tmp_path: Path, rabbit: Rabbit, count: int, heartbeat: str = "5s") -> list[Instance]:
+def cluster(
+    tmp_path: Path, rabbit: Rabbit, count: int, heartbeat: str = "5s", url: str = AMQP_URL
+) -> list[Instance]:
     exchange = rabbit.name("x")
     rabbit.exchanges.append(exchange)
     rabbit.queues += [f"beatd.ha.{rabbit.prefix}.progress", f"beatd.ha.{rabbit.prefix}.token"]
     text = (
-        f"broker:\n  exchange: {exchange}\n  heartbeat: {heartbeat}\n"
+        f"broker:\n  url: {url}\n  exchange: {exchange}\n  heartbeat: {heartbeat}\n"
         f"ha:\n  name: {rabbit.prefix}\n  poll: 200ms\n"
         f"state: state.db\njobs:\n  tick:\n    every: 500ms\n    task: t.tick\n"
     )
@@ -170,3 +178,40 @@ def test_the_exclusive_queue_is_held_by_one_connection_and_freed_when_it_closes(
         await asyncio.gather(*tasks)
 
     asyncio.run(go())
+
+
+def test_after_the_broker_restarts_exactly_one_instance_leads_and_no_slot_is_lost(
+    tmp_path: Path, rabbit: Rabbit
+) -> None:
+    require_rabbitmq()
+    with RabbitNode(tmp_path / "node") as node:
+        exchange, queue = rabbit.name("x"), rabbit.name("q")
+        with contextlib.closing(pika.BlockingConnection(pika.URLParameters(node.url))) as c:
+            channel = c.channel()
+            channel.exchange_declare(exchange, "topic", durable=True)
+            channel.queue_declare(queue, durable=True)
+            channel.queue_bind(queue, exchange, "#")
+        instances = cluster(tmp_path, rabbit, 3, url=node.url)
+        rabbit.exchanges.clear()  # on the private node, which goes with its files
+        rabbit.queues.clear()
+        try:
+            before = leader(instances)
+            time.sleep(1.2)
+            node.ctl("stop_app")
+            wait_until(lambda: "lost the leadership" in before.text(), what="the leader to notice")
+            node.ctl("start_app")
+            wait_until(
+                lambda: sum(i.leads() for i in instances) == 1, what="exactly one leader again"
+            )
+            time.sleep(1.2)  # a slot or so after the restart
+            assert sum(i.leads() for i in instances) == 1
+        finally:
+            codes = [i.stop() for i in instances]
+        assert codes == [0, 0, 0], [i.text()[-2000:] for i in instances]
+        with contextlib.closing(pika.BlockingConnection(pika.URLParameters(node.url))) as c:
+            channel = c.channel()
+            ids: Counter[str] = Counter()
+            while (got := channel.basic_get(queue, auto_ack=True))[0] is not None:
+                ids[json.loads(got[2])["id"]] += 1
+    # The slots due while the broker was away went out when it came back (within grace).
+    assert_every_slot_once(ids, in_flight=1)
