@@ -12,8 +12,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -86,6 +86,17 @@ def leader(instances: list[Instance]) -> Instance:
     return leaders[0]
 
 
+def more(count: Callable[[], int], what: str) -> None:
+    """Wait for two more runs in the queue (a second of slots)."""
+    start = count()
+    wait_until(lambda: count() >= start + 2, what=what)
+
+
+def depth(url: str, queue: str) -> int:
+    with contextlib.closing(pika.BlockingConnection(pika.URLParameters(url))) as connection:
+        return int(connection.channel().queue_declare(queue, passive=True).method.message_count)
+
+
 def slot_of(run_id: str) -> datetime:
     stamp = run_id.split("@")[1].rstrip("Z")  # 20261121T053000Z or 20261121T053000.500Z
     return datetime.strptime(stamp, "%Y%m%dT%H%M%S.%f" if "." in stamp else "%Y%m%dT%H%M%S")
@@ -110,13 +121,13 @@ def test_sigkill_of_the_leader_hands_over_with_no_slot_lost(tmp_path: Path, rabb
     instances = cluster(tmp_path, rabbit, 3)
     try:
         first = leader(instances)
-        rabbit.wait_for(queue, 4)
+        wait_until(lambda: rabbit.depth(queue) >= 4, what="runs from the first leader")
         first.process.kill()
         first.process.wait()
         second = leader(instances)
         assert second is not first
         assert "resuming from the progress" in second.text()
-        time.sleep(0.6)  # a slot or so from the new leader
+        more(lambda: rabbit.depth(queue), "runs from the new leader")
     finally:
         codes = [i.stop() for i in instances]
     assert codes.count(0) == 2, [i.text()[-2000:] for i in instances]
@@ -128,10 +139,10 @@ def test_a_leader_paused_past_its_heartbeat_is_replaced_and_publishes_nothing_af
     tmp_path: Path, rabbit: Rabbit
 ) -> None:
     queue = rabbit.queue(rabbit.name("x"))
-    instances = cluster(tmp_path, rabbit, 2, heartbeat="1s")
+    instances = cluster(tmp_path, rabbit, 2, heartbeat="2s")
     try:
         paused = leader(instances)
-        rabbit.wait_for(queue, 2)
+        wait_until(lambda: rabbit.depth(queue) >= 2, what="runs from the first leader")
         paused.process.send_signal(signal.SIGSTOP)
         other = next(i for i in instances if i is not paused)
         wait_until(other.leads, what="the standby taking over")
@@ -139,7 +150,7 @@ def test_a_leader_paused_past_its_heartbeat_is_replaced_and_publishes_nothing_af
         wait_until(lambda: "lost the leadership" in paused.text(), what="the fenced leader")
         after = lambda: paused.text().split("lost the leadership")[-1]  # noqa: E731
         wait_until(lambda: "standing by: " in after(), what="the resumed one standing by")
-        time.sleep(0.6)  # a slot or so more: nothing from the resumed instance
+        more(lambda: rabbit.depth(queue), "runs after the resumed one stood by")
     finally:
         codes = [i.stop() for i in instances]
     assert codes == [0, 0], [i.text()[-2000:] for i in instances]
@@ -196,14 +207,14 @@ def test_after_the_broker_restarts_exactly_one_instance_leads_and_no_slot_is_los
         rabbit.queues.clear()
         try:
             before = leader(instances)
-            time.sleep(1.2)
+            more(lambda: depth(node.url, queue), "runs before the restart")
             node.ctl("stop_app")
             wait_until(lambda: "lost the leadership" in before.text(), what="the leader to notice")
             node.ctl("start_app")
             wait_until(
                 lambda: sum(i.leads() for i in instances) == 1, what="exactly one leader again"
             )
-            time.sleep(1.2)  # a slot or so after the restart
+            more(lambda: depth(node.url, queue), "runs after the restart")
             assert sum(i.leads() for i in instances) == 1
         finally:
             codes = [i.stop() for i in instances]
