@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pika
+import pytest
 
 from beatd.core.config import BrokerConfig
 from beatd.core.messages import Properties
@@ -57,14 +58,19 @@ class Instance:
 
 
 def cluster(
-    tmp_path: Path, rabbit: Rabbit, count: int, heartbeat: str = "5s", url: str = AMQP_URL
+    tmp_path: Path,
+    rabbit: Rabbit,
+    count: int,
+    heartbeat: str = "5s",
+    url: str = AMQP_URL,
+    queue_type: str = "classic",
 ) -> list[Instance]:
     exchange = rabbit.name("x")
     rabbit.exchanges.append(exchange)
     rabbit.queues += [f"beatd.ha.{rabbit.prefix}.progress", f"beatd.ha.{rabbit.prefix}.token"]
     text = (
         f"broker:\n  url: {url}\n  exchange: {exchange}\n  heartbeat: {heartbeat}\n"
-        f"ha:\n  name: {rabbit.prefix}\n  poll: 200ms\n"
+        f"ha:\n  name: {rabbit.prefix}\n  poll: 200ms\n  queue_type: {queue_type}\n"
         f"state: state.db\njobs:\n  tick:\n    every: 500ms\n    task: t.tick\n"
     )
     instances = []
@@ -116,9 +122,12 @@ def assert_every_slot_once(ids: Counter[str], in_flight: int = 0) -> None:
     assert len(doubled) <= in_flight, doubled
 
 
-def test_sigkill_of_the_leader_hands_over_with_no_slot_lost(tmp_path: Path, rabbit: Rabbit) -> None:
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
+def test_sigkill_of_the_leader_hands_over_with_no_slot_lost(
+    tmp_path: Path, rabbit: Rabbit, queue_type: str
+) -> None:
     queue = rabbit.queue(rabbit.name("x"))
-    instances = cluster(tmp_path, rabbit, 3)
+    instances = cluster(tmp_path, rabbit, 3, queue_type=queue_type)
     try:
         first = leader(instances)
         wait_until(lambda: rabbit.depth(queue) >= 4, what="runs from the first leader")
