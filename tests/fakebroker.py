@@ -14,6 +14,7 @@ implements core.ports with the same observable behaviour, so no test here needs 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
@@ -70,6 +71,8 @@ class FakeBroker:
         # Publishes for which this returns True fail as pika fails to encode a frame (see
         # _encode_as_pika): a test picks the messages that cannot be sent.
         self.unencodable: Callable[[str, Properties], bool] = lambda _exchange, _props: False
+        self.locks: dict[str, FakeChannel] = {}  # exclusive queues: held by a connection
+        self.lines: dict[str, list[tuple[FakeChannel, str]]] = {}  # single-active-consumer
         self._changed = asyncio.Event()
 
     # The test's controls
@@ -132,10 +135,24 @@ class FakeBroker:
         targets = self.route(exchange, key)
         for name in targets:
             self.entered[name] += 1
-            self.queues[name].ready.append(replace(message, exchange=exchange, routing_key=key))
+            queue = self.queues[name]
+            queue.ready.append(replace(message, exchange=exchange, routing_key=key))
+            limit = queue.arguments.get("x-max-length")
+            while limit is not None and len(queue.ready) > int(limit):  # overflow: drop-head
+                queue.ready.popleft()
         for link in self.links:
             link.deliver()
         return bool(targets)
+
+    def deliver_all(self) -> None:
+        for link in self.links:
+            link.deliver()
+
+    def active(self, queue: str) -> tuple[FakeChannel, str] | None:
+        """The consumer a single-active-consumer queue delivers to: the first still there."""
+        line = self.lines.get(queue, [])
+        line[:] = [(ch, tag) for ch, tag in line if ch.open and not ch.severed]
+        return line[0] if line else None
 
     def messages(self, queue: str) -> list[Message]:
         return list(self.queues[queue].ready)
@@ -204,6 +221,34 @@ class FakeLink:
             raise BrokerError("not connected")
         return name in self.broker.queues
 
+    async def try_lock(self, queue: str) -> bool:
+        """An exclusive queue: one connection (here: its channel) holds it until it closes."""
+        channel = self.channel_now()
+        if channel is None:
+            raise BrokerError("not connected")
+        holder = self.broker.locks.get(queue)
+        if holder is not None and holder.open and not holder.severed:
+            return holder is channel
+        self.broker.locks[queue] = channel
+        return True
+
+    async def read_last(self, queue: str, arguments: Mapping[str, Any]) -> bytes | None:
+        channel = self.channel_now()
+        if channel is None:
+            raise BrokerError("not connected")
+        await channel.declare_queue(queue, arguments=arguments)
+        ready = self.broker.queues[queue].ready
+        return ready[-1].body if ready else None
+
+    def sever(self) -> None:
+        """The broker closed this connection (a missed heartbeat) but the process has not
+        noticed yet (it was paused): its lock is gone, publishes on it are LOST."""
+        if self._channel is not None:
+            self._channel.severed = True
+            self._channel.release()
+        self.broker._notify()
+        asyncio.get_running_loop().call_soon(self.broker.deliver_all)
+
     async def run(self) -> None:
         while not self._closed:
             self.changed.clear()
@@ -258,6 +303,7 @@ class FakeChannel:
         self.link = link
         self.broker = link.broker
         self.open = True
+        self.severed = False  # see FakeLink.sever
         self.closed_because = ""
         self._consumers: dict[str, tuple[str, Callable[[Delivery], None], int]] = {}
         self._unacked: dict[int, tuple[str, Message]] = {}
@@ -339,7 +385,7 @@ class FakeChannel:
     def _publish_one(
         self, exchange: str, key: str, body: bytes, properties: Properties, mandatory: bool
     ) -> Outcome:
-        if not self.open:
+        if not self.open or self.severed:
             return Outcome.LOST
         try:
             if self.broker.unencodable(exchange, properties):
@@ -379,15 +425,22 @@ class FakeChannel:
             raise self._fail(f"404 NOT_FOUND - no queue '{queue}'")
         tag = f"ctag-{next(self._tags)}"
         self._consumers[tag] = (queue, on_message, prefetch)
+        if self.broker.queues[queue].arguments.get("x-single-active-consumer"):
+            self.broker.lines.setdefault(queue, []).append((self, tag))
         asyncio.get_running_loop().call_soon(self.deliver)
         return tag
 
     async def cancel(self, consumer_tag: str) -> None:
         self._consumers.pop(consumer_tag, None)
+        for line in self.broker.lines.values():
+            line[:] = [(ch, tag) for ch, tag in line if (ch, tag) != (self, consumer_tag)]
+        asyncio.get_running_loop().call_soon(self.broker.deliver_all)
 
     def deliver(self) -> None:
         """Hand waiting messages to this channel's consumers, within their prefetch."""
         for tag, (queue, on_message, prefetch) in list(self._consumers.items()):
+            if queue in self.broker.lines and self.broker.active(queue) != (self, tag):
+                continue
             ready = self.broker.queues[queue].ready
             while self.open and tag in self._consumers and ready:
                 if sum(1 for q, _ in self._unacked.values() if q == queue) >= prefetch:
@@ -423,7 +476,7 @@ class FakeChannel:
             queue.ready.appendleft(replace(message, redelivered=True))
         elif not ack:
             queue.dead_letter(self.broker, message)
-        asyncio.get_running_loop().call_soon(self.deliver)
+        asyncio.get_running_loop().call_soon(self.broker.deliver_all)
         return True
 
     def close_now(self, reason: str) -> None:
@@ -432,10 +485,17 @@ class FakeChannel:
             return
         self.open = False
         self.closed_because = reason
+        self.release()
+
+    def release(self) -> None:
+        """The broker's side of a closed channel: its consumers go, its unacked messages go
+        back to their queues, redelivered (to another single active consumer, if any)."""
         self._consumers.clear()
         for queue_name, message in reversed(list(self._unacked.values())):
             self.broker.queues[queue_name].ready.appendleft(replace(message, redelivered=True))
         self._unacked.clear()
+        with contextlib.suppress(RuntimeError):  # no loop: nobody to deliver to
+            asyncio.get_running_loop().call_soon(self.broker.deliver_all)
 
 
 def _encode_as_pika(exchange: str, key: str, body: bytes, p: Properties) -> None:

@@ -154,6 +154,27 @@ class HistoryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HaConfig:
+    """High availability: instances sharing a file and a broker elect one leader."""
+
+    name: str = "beatd"  # names the lock and progress queues: beatd.ha.<name>.*
+    poll: timedelta = timedelta(seconds=1)  # how often a standby asks for the lock
+    queue_type: str = "classic"  # of the progress queue: classic or quorum
+
+    @property
+    def lock_queue(self) -> str:
+        return f"beatd.ha.{self.name}.lock"
+
+    @property
+    def progress_queue(self) -> str:
+        return f"beatd.ha.{self.name}.progress"
+
+    @property
+    def token_queue(self) -> str:
+        return f"beatd.ha.{self.name}.token"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: str
     timezone: tzinfo = UTC
@@ -166,6 +187,7 @@ class Config:
     signing: Signing | None = None  # None: runs are published unsigned, accepted unsigned
     metrics: tuple[str, int] | None = None  # (host, port) of the Prometheus endpoint; None: off
     history: HistoryConfig | None = None  # None: the scheduler publishes no events
+    ha: HaConfig | None = None  # None: one instance, no election (the default)
 
     def job(self, name: str) -> Job | None:
         return next((job for job in self.jobs if job.name == name), None)
@@ -283,6 +305,7 @@ def _parse_config(
         signing=_signing(reader, top, env, read_secret),
         metrics=_metrics(reader, top),
         history=_history(reader, top),
+        ha=_ha(reader, top),
     )
     if reader.problems:  # in file order; problems without a line (the environment) first
         raise ConfigError(sorted(reader.problems, key=lambda p: p.line or 0))
@@ -303,7 +326,7 @@ def _where(path: tuple[Any, ...]) -> str:
 _UTC: tzinfo = UTC
 _TOP_KEYS = (
     "timezone", "broker", "state", "defaults", "jobs", "worker", "tasks", "signing", "metrics",
-    "history",
+    "history", "ha",
 )  # fmt: skip
 _BROKER_KEYS = ("url", "exchange", "exchange_type", "password_file", "heartbeat", "tls")
 
@@ -462,6 +485,44 @@ def _signing(
     if current not in keys:
         return None
     return Signing(keys[current], MappingProxyType(keys), window)
+
+
+_HA_KEYS = ("enabled", "name", "poll", "queue_type")
+_HA = HaConfig()
+
+
+def _ha(reader: _Reader, top: YMap) -> HaConfig | None:
+    """The ha: section; absent or `enabled: false`, HA is off."""
+    where = "ha: "
+    if "ha" not in top:
+        return None
+    if top["ha"] is None:  # `ha:` alone turns it on with the defaults
+        return HaConfig()
+    data = reader.section(top["ha"], where, _HA_KEYS, top.lines["ha"])
+    if data is None or not reader.get(data, "enabled", where, values.boolean, True):
+        return None
+    return HaConfig(
+        name=reader.get(data, "name", where, _ha_name, _HA.name),
+        poll=reader.get(data, "poll", where, _ha_poll, _HA.poll),
+        queue_type=reader.get(data, "queue_type", where, _QUEUE_TYPES, _HA.queue_type),
+    )
+
+
+_QUEUE_TYPES = values.choice("classic", "quorum")
+
+
+def _ha_name(value: object) -> str:
+    name = values.text(value)
+    if not re.fullmatch(r"[\w.:-]{1,100}", name):
+        raise ValueError(f"{name!r}: letters, digits, _ . : - only, at most 100")
+    return name
+
+
+def _ha_poll(value: object) -> timedelta:
+    poll = values.duration(value)
+    if not timedelta(milliseconds=100) <= poll <= timedelta(seconds=60):
+        raise ValueError(f"must be between 100ms and 60s, got {value!r}")
+    return poll
 
 
 _BROKER = BrokerConfig()

@@ -131,6 +131,16 @@ class Broker(Protocol):
 
     async def queue_exists(self, name: str) -> bool: ...
 
+    async def try_lock(self, queue: str) -> bool:
+        """Declare an exclusive queue on this connection (a lock the broker releases when the
+        connection closes): True if this connection holds it, False if another one does."""
+        ...
+
+    async def read_last(self, queue: str, arguments: Mapping[str, Any]) -> bytes | None:
+        """Declare a durable queue with these arguments and return the body of its newest
+        message without taking any away, or None if it is empty."""
+        ...
+
     async def run(self) -> None: ...
 
     async def close(self) -> None: ...

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import pika
 import pika.exceptions
+import pika.spec
 
 from beatd.core.errors import BrokerError
 from beatd.core.inbound import UNDECODABLE_HEADER
@@ -118,6 +119,7 @@ class Channel:
         passive: bool = False,
         durable: bool = True,
         arguments: Mapping[str, Any] | None = None,
+        exclusive: bool = False,
     ) -> int:
         """Declare a queue; return how many messages it holds."""
         frame = await self._rpc(
@@ -125,9 +127,35 @@ class Channel:
             queue=name,
             passive=passive,
             durable=durable,
+            exclusive=exclusive,
             arguments=dict(arguments or {}),
         )
         return int(frame.method.message_count)
+
+    async def get(self, queue: str) -> bytes | None:
+        """basic.get one message unacknowledged (it goes back when this channel closes);
+        None if the queue was empty."""
+        got: asyncio.Future[bytes | None] = self._loop.create_future()
+        if not self.is_open:
+            raise BrokerError("the channel is closed")
+        self._pending.add(got)
+        got.add_done_callback(self._pending.discard)
+
+        def on_empty(_frame: Any) -> None:
+            if not got.done():
+                got.set_result(None)
+
+        self._ch.add_callback(on_empty, [pika.spec.Basic.GetEmpty], one_shot=True)
+
+        def on_message(_ch: Any, _method: Any, _properties: Any, body: bytes) -> None:
+            if not got.done():
+                got.set_result(body)
+
+        try:
+            self._ch.basic_get(queue, on_message)
+        except pika.exceptions.AMQPError as exc:
+            raise BrokerError(describe(exc)) from None
+        return await got
 
     async def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
         await self._rpc(

@@ -18,7 +18,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,6 +37,7 @@ log = logging.getLogger("beatd.broker")
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
 REMIND_S = 600.0
+READ_LAST_MAX = 10  # messages read_last looks through (the queues it reads keep one)
 
 
 class Link:
@@ -207,6 +208,46 @@ class Link:
         finally:
             await probe.close()
         return True
+
+    async def try_lock(self, queue: str) -> bool:
+        """Declare an exclusive queue on this connection: True if this connection holds it,
+        False if another does (the broker answers 405 RESOURCE_LOCKED and closes the
+        throwaway channel it came on)."""
+        probe = await self._probe()
+        try:
+            await probe.declare_queue(queue, durable=False, exclusive=True)
+        except BrokerError as exc:
+            if str(exc).startswith("405"):
+                return False
+            raise
+        finally:
+            await probe.close()
+        return True
+
+    async def read_last(self, queue: str, arguments: Mapping[str, Any]) -> bytes | None:
+        """Declare a durable queue and return its last message's body, leaving every message
+        there: they are taken unacknowledged and go back when the throwaway channel closes.
+        (A one-message queue can briefly hold two: a reader's returned copy and a newer one.)"""
+        probe = await self._probe()
+        last = None
+        try:
+            count = await probe.declare_queue(queue, arguments=arguments)
+            for _ in range(min(count, READ_LAST_MAX)):
+                body = await probe.get(queue)
+                if body is None:
+                    break
+                last = body
+        finally:
+            await probe.close()
+        return last
+
+    async def _probe(self) -> Channel:
+        connection = self._connection
+        if connection is None or connection.is_closed:
+            raise BrokerError("not connected")
+        closed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+        connection.add_on_close_callback(lambda _c, why: _resolve(closed, why))
+        return await _open_channel(connection, self, closed, confirms=False)
 
     async def close(self) -> None:
         """Close the connection gracefully; run() then returns."""

@@ -15,13 +15,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from beatd.core import plan
+from beatd.core import plan, progress
 from beatd.core.config import Config, Job
 from beatd.core.jobstate import JobState
 from beatd.core.messages import Draft, Outgoing, Run, iso_utc
 from beatd.core.ports import Broker, Channel, Clock, Connector, JobStore, Outcome
 from beatd.core.settle import handled, settle
 from beatd.scheduler.codecs import Codecs
+from beatd.scheduler.leader import Leadership, say_differing
 from beatd.scheduler.report import Report, Sink
 from beatd.scheduler.timetable import Timetable
 
@@ -84,8 +85,13 @@ class Scheduler:
         self._prepared: Prepared | None = None
         self._declared_queues: set[str] = set()
         self.report = Report(lambda: self.config.broker.exchange, sinks)
+        # With ha: off this always leads; with ha: on, only while its link holds the lock.
+        self.leadership = Leadership(
+            config.ha, clock, on_lead=self._lead, on_peek=self._peek, on_change=on_change
+        )
         self.link = self._new_link(config)
         self._link_task: asyncio.Task[None] | None = None
+        self._ha_task: asyncio.Task[None] | None = None
         self.adopt(config, clock())
 
     # The broker link
@@ -98,18 +104,44 @@ class Scheduler:
             for name in exchanges:
                 await channel.declare_exchange(name, kind)
             self._declared_queues.clear()
+            await self.leadership.setup(channel)
 
-        return self.connect(
-            config.broker, name="scheduler", setup=setup, on_state=lambda _s: self.on_change()
-        )
+        def on_state(state: str) -> None:
+            self.leadership.link_state(state)
+            self.on_change()
+
+        link = self.connect(config.broker, name="scheduler", setup=setup, on_state=on_state)
+        self.leadership.link = link
+        return link
 
     def start(self) -> None:
-        """Start keeping the broker link up (in the background)."""
+        """Start keeping the broker link up (in the background), and with ha: on, electing."""
         self._link_task = asyncio.create_task(self.link.run())
+        if self.config.ha is not None and self._ha_task is None:
+            self._ha_task = asyncio.create_task(self.leadership.run())
 
     async def close(self) -> None:
+        self.leadership.stop()
+        if self._ha_task is not None:
+            await self._ha_task
         await self._stop_link()
         self.store.close()
+
+    def _lead(self, snapshot: progress.Snapshot | None) -> None:
+        """Becoming the leader: resume each job from the further of its own state and the old
+        leader's; planning then applies the misfire policy to what went past its grace."""
+        remote = {} if snapshot is None else snapshot.states
+        merged, differing = progress.merge(self.states, remote, self.config.jobs)
+        say_differing(differing, "the previous leader ran: they start afresh")
+        self.store.save(s for name, s in merged.items() if self.states.get(name) != s)
+        self.states.update(merged)
+        self._parked.clear()
+        self._reschedule()
+
+    def _peek(self, snapshot: progress.Snapshot) -> None:
+        """A standby's first look at the leader's progress: is it running this schedule?"""
+        differing = progress.merge(self.states, snapshot.states, self.config.jobs)[1]
+        say_differing(differing, "the leader runs: they would start afresh on a takeover")
 
     async def _stop_link(self) -> None:
         await self.link.close()
@@ -122,6 +154,8 @@ class Scheduler:
     def next_wake(self) -> datetime | None:
         """When to step next: the drafted burst's slot; else time to draft the next burst;
         else, while the broker is away, the next slot itself."""
+        if not self.leadership.leading:
+            return None  # a standby is woken by the election
         if self._prepared is not None:
             return self._prepared.at
         top = self.timetable.peek()
@@ -136,6 +170,8 @@ class Scheduler:
         top = self.timetable.peek()
         if self._prepared is not None or top is None or self.link.channel_now() is None:
             return
+        if not self.leadership.leading:
+            return
         at = top[0]
         if (at - now).total_seconds() > PREPARE_AHEAD_S:
             return
@@ -148,6 +184,8 @@ class Scheduler:
     async def step(self, now: datetime) -> None:
         """Publish everything due at now (a drafted burst whose slot came, jobs due since,
         jobs parked while the broker was away) and record what the broker confirmed."""
+        if not self.leadership.leading:
+            return  # a standby publishes nothing; it resumes from the progress when it leads
         self._rewind(now)
         prepared = self._prepared
         if prepared is not None and prepared.at <= now:
@@ -184,6 +222,8 @@ class Scheduler:
         results = iter(await channel.publish(messages()))
         outcomes = [None if run.id in expired else next(results) for p in plans for run in p.runs]
         self._record(plans, outcomes, now)
+        if self.config.ha is not None:
+            await self.leadership.save(channel, self.states.values())
 
     def _drafts(
         self, names: list[str], now: datetime, plans: list[plan.JobPlan], expired: set[str]
@@ -330,6 +370,9 @@ class Scheduler:
         if config.signing != self.config.signing:
             log.warning("changes to signing: take effect when the scheduler restarts")
             config = replace(config, signing=self.config.signing)
+        if config.ha != self.config.ha:
+            log.warning("changes to ha: take effect when the scheduler restarts")
+            config = replace(config, ha=self.config.ha)
         broker_changed = config.broker != self.config.broker or Codecs(config.broker).exchanges(
             config.jobs
         ) != self.codecs.exchanges(self.config.jobs)
@@ -351,6 +394,8 @@ class Scheduler:
 
     def status(self) -> str:
         parts = [f"{len(self.jobs)} jobs", f"broker {self.link.state}"]
+        if self.config.ha is not None:
+            parts.append(self.leadership.status())
         top = self.timetable.peek()
         if top is not None:
             parts.append(f"next {top[1]} at {iso_utc(top[0])}")
