@@ -13,6 +13,7 @@ from dataclasses import replace
 from beatd.core.config import Config, read_config
 from beatd.core.errors import BeatdError, ConfigError
 from beatd.core.ports import Clock, Connector
+from beatd.runtime import collector
 from beatd.runtime.clock import system_clock
 from beatd.runtime.lifecycle import EXIT_OK, Lifecycle, cannot_start, reload_failed
 from beatd.runtime.rabbitmq import Link
@@ -68,13 +69,15 @@ class SchedulerDaemon:
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT; return the process exit code."""
         try:
-            config = load_schedule(self.path, self.env)
-            store = State(config.state)
-            scheduler = Scheduler(
-                config, store, self.connect, clock=self.clock, on_change=self._on_change
-            )
+            with collector.paused():  # start-up: no other thread runs yet
+                config = load_schedule(self.path, self.env)
+                store = State(config.state)
+                scheduler = Scheduler(
+                    config, store, self.connect, clock=self.clock, on_change=self._on_change
+                )
         except BeatdError as exc:
             return cannot_start(log, self.path, exc)
+        collector.settle()
         self.scheduler = scheduler
         with self.lifecycle:
             scheduler.start()
