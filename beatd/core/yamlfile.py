@@ -289,7 +289,9 @@ class _Builder:
             if type(event) is MappingEndEvent:
                 break
             line = _line(event)
-            if isinstance(event, ScalarEvent):
+            if type(event) is ScalarEvent and _plain_text(event):  # most keys: as written
+                key = keys.setdefault(event.value, event.value)
+            elif isinstance(event, ScalarEvent):
                 if event.value == "<<" and self.is_merge_key(event):
                     merged.extend(self.merge_sources(next_event(), event))
                     continue
@@ -305,8 +307,12 @@ class _Builder:
                     message = f"not valid YAML here: a key must be a scalar, got {key!r}"
                     raise self.fail(event, message)
             item = next_event()
-            plain = isinstance(item, ScalarEvent) and not item.anchor
-            value = scalar(item) if plain else value_of(item)  # type: ignore[arg-type]
+            if type(item) is ScalarEvent and _plain_text(item):  # most values: as written
+                value = item.value
+            elif isinstance(item, ScalarEvent) and not item.anchor:
+                value = scalar(item)
+            else:
+                value = value_of(item)
             if key in lines:
                 duplicates.append((key, line, lines[key]))
             result[key] = value  # the last wins, as in PyYAML; the duplicate is reported
@@ -345,9 +351,23 @@ class _Builder:
             if type(event) is SequenceEndEvent:
                 break
             result.lines.append(_line(event))
-            result.append(self.value(event))
+            if type(event) is ScalarEvent and _plain_text(event):
+                result.append(event.value)
+            else:
+                result.append(self.value(event))
         self.depth -= 1
         return result
+
+
+def _plain_text(event: ScalarEvent) -> bool:
+    """A scalar that is its text as written: untagged, unanchored, and either quoted or plain
+    but not starting with a character PyYAML's resolvers might make a non-string of (what
+    scalar() returns unchanged, without the call)."""
+    return (
+        event.tag is None
+        and not event.anchor
+        and (not event.implicit[0] or event.value[:1] not in _RESOLVED_FIRST)
+    )
 
 
 def _paths_of_invalid(root: Any) -> dict[int, tuple[Any, ...]]:
