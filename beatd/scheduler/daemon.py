@@ -175,8 +175,12 @@ class SchedulerDaemon:
             await self._adopt(scheduler, config)
 
     async def _read(self) -> Config:
-        """Read and validate the file in a thread (pure work: the loop stays free)."""
-        return await asyncio.to_thread(load_schedule, self.path, self.env)
+        """Read and validate the file in a thread (pure work: the loop stays free). The
+        collector is paused meanwhile: its full passes over a growing 100k-job tree hold the
+        GIL for 300 ms each, which the loop would wait out. The daemon is the only one to
+        pause it, from the loop's thread; garbage of a few seconds waits, bounded by the read."""
+        with collector.paused():
+            return await asyncio.to_thread(load_schedule, self.path, self.env)
 
     def _read_outcome(self, reading: asyncio.Task[Config], scheduler: Scheduler) -> Config | None:
         """The config read, or None when it was refused (logged; the schedule runs on)."""
