@@ -12,6 +12,9 @@ jitter, zones). Every measurement is a fresh process:
 - ready: `python -m beatd run -c FILE` from spawn to its READY=1 on a notify socket of ours;
 - peak RSS: the daemon's VmHWM one second after READY (the first plan is made before READY);
   per job: (peak RSS - peak RSS of a 10-job file) / jobs.
+- reload (100k only): in one process, the file read again in a thread as `beatd run` reloads
+  it, while the event loop ticks every 5 ms: the loop's longest stall during the read, and the
+  time the scheduler then takes to adopt the new config on the loop.
 The daemon's broker URL is a closed port on 127.0.0.1, so the shared RabbitMQ takes no load:
 READY does not wait for the broker (the link connects in the background).
 """
@@ -19,6 +22,8 @@ READY does not wait for the broker (the link connects in the background).
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gc
 import os
 import platform
 import socket
@@ -93,6 +98,42 @@ def ready(path: Path, directory: Path) -> tuple[float, float]:
     return elapsed, peak
 
 
+async def _reload_lag(path: Path) -> tuple[float, float, float]:
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from beatd.scheduler.daemon import load_schedule  # noqa: PLC0415
+    from beatd.scheduler.scheduler import Scheduler  # noqa: PLC0415
+    from tests.fakebroker import FakeBroker, MemoryStore  # noqa: PLC0415
+
+    now = datetime(2026, 6, 15, 10, 7, 13, tzinfo=UTC)
+    gc.disable()  # as the daemon starts: collector off, then what start-up built frozen
+    scheduler = Scheduler(
+        load_schedule(str(path), os.environ), MemoryStore(), FakeBroker().connect, clock=lambda: now
+    )
+    gc.freeze()
+    reading = asyncio.create_task(asyncio.to_thread(load_schedule, str(path), os.environ))
+    started, lag = time.perf_counter(), 0.0
+    while not reading.done():
+        tick = time.perf_counter()
+        await asyncio.sleep(0.005)
+        lag = max(lag, time.perf_counter() - tick - 0.005)
+    read = time.perf_counter() - started
+    gc.enable()
+    adopting = time.perf_counter()
+    await scheduler.reload(reading.result(), now)
+    return read, lag, time.perf_counter() - adopting
+
+
+def reload_lag(path: Path) -> None:
+    """A reload's read in a thread: how long the loop stalls at most, and the adopt after."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    read, lag, adopt = asyncio.run(_reload_lag(path))
+    print(
+        f"reload of {path.name}: read in a thread {read:.2f} s, longest loop stall meanwhile"
+        f" {lag * 1000:.0f} ms (target 100 ms), then adopted on the loop in {adopt * 1000:.0f} ms"
+    )
+
+
 def mark(value: float, target: float | None) -> str:
     if target is None:
         return "-"
@@ -131,8 +172,10 @@ def main() -> None:
                 f" | {mark(max(check, listed), quick)}, {mark(start, ready_target)},"
                 f" {mark(peak, rss_target)} |"
             )
-    print()
-    print(f"peak RSS of a 10-job daemon (the base for per job): {base_rss:.0f} MiB")
+        print()
+        print(f"peak RSS of a 10-job daemon (the base for per job): {base_rss:.0f} MiB")
+        if 100_000 in args.sizes:
+            reload_lag(directory / "jobs-100000.yaml")
 
 
 if __name__ == "__main__":
