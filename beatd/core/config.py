@@ -482,6 +482,10 @@ def _jobs(
     for name, line, first in data.duplicates:
         reader.problem(line, f"job {name!r}: defined twice (first at line {first})")
     jobs = []
+    # Each job's parsed mapping is let go once its Job is built, so that the parse tree shrinks
+    # as the jobs grow (peak memory at 100k jobs), unless this mapping is also reachable
+    # through an alias (then others read it after us: top, data and the call's own reference).
+    release = sys.getrefcount(data) <= 3
     for name, body in data.items():
         line = data.lines[name]
         if not valid_job_name(name):
@@ -491,6 +495,8 @@ def _jobs(
         job = _job(reader, name, body, line, defaults, exchange_type)
         if job is not None:
             jobs.append(job)
+            if release:
+                data[name] = None
     return tuple(jobs)
 
 
