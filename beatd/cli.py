@@ -23,6 +23,7 @@ from beatd.core import calendar, cron, durations, listing, values
 from beatd.core.config import Config, Job, croniter_order_warnings, read_config
 from beatd.core.errors import BeatdError, ConfigError, CronError
 from beatd.core.messages import iso_utc
+from beatd.runtime import collector
 from beatd.runtime.state import read_states
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
@@ -172,7 +173,8 @@ def _load(args: argparse.Namespace) -> Config:
 
 def _check(args: argparse.Namespace) -> int:
     try:
-        config = _load(args)
+        with collector.paused():  # a one-shot command: no other thread
+            config = _load(args)
         if config.has_worker_section and not args.skip_tasks:
             _resolve_tasks(args.config)
     except ConfigError as exc:
@@ -326,7 +328,8 @@ def _job(config: Config, name: str, path: str) -> Job:
 
 
 def _list(args: argparse.Namespace) -> int:
-    config = _load(args)
+    with collector.paused():  # a one-shot command: no other thread
+        config = _load(args)
     now = _aware(args.now, config.timezone) if args.now else datetime.now(UTC)
     jobs = list(config.jobs)
     if args.job is not None:

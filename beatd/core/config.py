@@ -10,6 +10,7 @@ import difflib
 import functools
 import hashlib
 import re
+import sys
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
@@ -581,6 +582,10 @@ def _jobs(
     for name, line, first in data.duplicates:
         reader.problem(line, f"job {name!r}: defined twice (first at line {first})")
     jobs = []
+    # Each job's parsed mapping is let go once its Job is built, so that the parse tree shrinks
+    # as the jobs grow (peak memory at 100k jobs), unless this mapping is also reachable
+    # through an alias (then others read it after us: top, data and the call's own reference).
+    release = sys.getrefcount(data) <= 3
     for name, body in data.items():
         line = data.lines[name]
         if not valid_job_name(name):
@@ -590,6 +595,8 @@ def _jobs(
         job = _job(reader, name, body, line, defaults, exchange_type)
         if job is not None:
             jobs.append(job)
+            if release:
+                data[name] = None
     return tuple(jobs)
 
 
@@ -645,7 +652,7 @@ def _job(
         schedule=schedule,
         timezone=zone,
         args=tuple(args),
-        kwargs=MappingProxyType(kwargs),
+        kwargs=MappingProxyType(kwargs) if kwargs else _NO_KWARGS,
         line=line,
         **{k: v for k, v in options.items() if v is not None},
     )
@@ -655,10 +662,10 @@ def _schedule(
     reader: _Reader, data: YMap, kind: str, name: str, zone: tzinfo, jitter: timedelta
 ) -> Schedule | None:
     where = f"job {name!r}: "
-    offset = _jitter_offset(name, jitter) if jitter else timedelta(0)
+    offset = _jitter_offset(name, jitter) if jitter else _NO_OFFSET
     if kind == "every":
         every = reader.get(data, "every", where, values.duration, None)
-        return None if every is None else Interval(every, offset)
+        return None if every is None else _interval(every, offset)
     if kind == "at":
         at = reader.get(data, "at", where, lambda v: values.instant(v, zone), None)
         return None if at is None else At(at + offset)
@@ -674,7 +681,26 @@ def _schedule(
             raise ValueError(str(exc)) from None
 
     expr = reader.get(data, "cron", where, expression, None)
-    return None if expr is None else Cron(cron.CronSchedule(expr, zone), offset)
+    return None if expr is None else _cron(expr, zone, offset)
+
+
+# Jobs with the same schedule share one immutable schedule object (memory at 100k jobs); the
+# caches are bounded, and a miss only costs a new object.
+_NO_OFFSET = timedelta(0)
+_NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
+_interval = functools.lru_cache(maxsize=4096)(Interval)
+_cron_schedule = functools.lru_cache(maxsize=4096)(cron.CronSchedule)
+
+
+def _cron(expr: cron.CronExpr, zone: tzinfo, offset: timedelta) -> Cron:
+    if offset:  # a jittered job's offset is its own: nothing to share
+        return Cron(_cron_schedule(expr, zone), offset)
+    return _shared_cron(expr, zone)
+
+
+@functools.lru_cache(maxsize=4096)
+def _shared_cron(expr: cron.CronExpr, zone: tzinfo) -> Cron:
+    return Cron(_cron_schedule(expr, zone))
 
 
 def croniter_order_warnings(config: Config) -> list[Problem]:
@@ -720,7 +746,7 @@ def _jitter_offset(name: str, jitter: timedelta) -> timedelta:
 def _spec_text(value: object) -> str:
     if isinstance(value, datetime | date):
         return value.isoformat()
-    return " ".join(str(value).split())
+    return sys.intern(" ".join(str(value).split()))  # one string for every job that shares it
 
 
 _WORKER_KEYS = (

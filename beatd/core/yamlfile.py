@@ -60,6 +60,7 @@ _RESOLVED_FIRST = frozenset(_RESOLVER.yaml_implicit_resolvers) | {""}
 class YMap(dict[Any, Any]):
     """A YAML mapping with the line of each key and any duplicate keys it had."""
 
+    __slots__ = ("duplicates", "line", "lines")  # no __dict__ per mapping: 100k jobs, 100k maps
     line: int
     lines: dict[Any, int]
     duplicates: list[tuple[Any, int, int]]  # (key, line, line of the first occurrence)
@@ -67,6 +68,8 @@ class YMap(dict[Any, Any]):
 
 class YList(list[Any]):
     """A YAML sequence with the line of each item."""
+
+    __slots__ = ("line", "lines")
 
     line: int
     lines: list[int]
@@ -167,6 +170,7 @@ class _Builder:
         self.expanded = 0  # values brought in by aliases so far
         self.sizes: dict[str, tuple[int, int]] = {}  # anchor: (values, height)
         self.measured: dict[int, tuple[int, int]] = {}  # id(container): (values, height)
+        self.keys: dict[str, str] = {}  # one string per distinct mapping key
 
     def fail(self, event: Event, message: str) -> YamlError:
         return YamlError([Problem(self.file, _line(event), message)])
@@ -278,17 +282,22 @@ class _Builder:
         result.line, result.lines, result.duplicates = _line(start), {}, []
         merged: list[YMap] = []
         lines, duplicates = result.lines, result.duplicates
+        keys = self.keys  # `task`, `cron`... once each, not once per job
         next_event, scalar, value_of = self.next, self.scalar, self.value  # a hot loop
         while True:
             event = next_event()
             if type(event) is MappingEndEvent:
                 break
             line = _line(event)
-            if isinstance(event, ScalarEvent):
+            if type(event) is ScalarEvent and _plain_text(event):  # most keys: as written
+                key = keys.setdefault(event.value, event.value)
+            elif isinstance(event, ScalarEvent):
                 if event.value == "<<" and self.is_merge_key(event):
                     merged.extend(self.merge_sources(next_event(), event))
                     continue
                 key = scalar(event)
+                if type(key) is str:
+                    key = keys.setdefault(key, key)
                 if event.anchor:
                     self.anchors[event.anchor] = key
                     self.sizes[event.anchor] = (1, 0)
@@ -298,8 +307,12 @@ class _Builder:
                     message = f"not valid YAML here: a key must be a scalar, got {key!r}"
                     raise self.fail(event, message)
             item = next_event()
-            plain = isinstance(item, ScalarEvent) and not item.anchor
-            value = scalar(item) if plain else value_of(item)  # type: ignore[arg-type]
+            if type(item) is ScalarEvent and _plain_text(item):  # most values: as written
+                value = item.value
+            elif isinstance(item, ScalarEvent) and not item.anchor:
+                value = scalar(item)
+            else:
+                value = value_of(item)
             if key in lines:
                 duplicates.append((key, line, lines[key]))
             result[key] = value  # the last wins, as in PyYAML; the duplicate is reported
@@ -338,9 +351,23 @@ class _Builder:
             if type(event) is SequenceEndEvent:
                 break
             result.lines.append(_line(event))
-            result.append(self.value(event))
+            if type(event) is ScalarEvent and _plain_text(event):
+                result.append(event.value)
+            else:
+                result.append(self.value(event))
         self.depth -= 1
         return result
+
+
+def _plain_text(event: ScalarEvent) -> bool:
+    """A scalar that is its text as written: untagged, unanchored, and either quoted or plain
+    but not starting with a character PyYAML's resolvers might make a non-string of (what
+    scalar() returns unchanged, without the call)."""
+    return (
+        event.tag is None
+        and not event.anchor
+        and (not event.implicit[0] or event.value[:1] not in _RESOLVED_FIRST)
+    )
 
 
 def _paths_of_invalid(root: Any) -> dict[int, tuple[Any, ...]]:

@@ -49,7 +49,8 @@ class State:
         self.path = path
         self._db = open_db(path, _SCHEMA, SCHEMA_VERSION, "the state file")
         self._inode = _inode(path)
-        self._rows: dict[str, tuple[object, ...]] = {}
+        # The states themselves (the scheduler holds them anyway), made rows only to rewrite.
+        self._rows: dict[str, JobState] = {}
         self._behind = False  # the file lacks rows that only memory has
 
     def load(self) -> dict[str, JobState]:
@@ -57,15 +58,16 @@ class State:
             states = _load(self._db)
         except (sqlite3.Error, ValueError) as exc:
             raise StateError(f"{self.path}: cannot read the state file: {_reason(exc)}") from exc
-        self._rows = {name: _row(state) for name, state in states.items()}
+        self._rows = dict(states)
         return states
 
     def save(self, states: Iterable[JobState]) -> None:
-        rows = [_row(s) for s in states]
-        if not rows and not self._behind:
+        states = list(states)
+        if not states and not self._behind:
             return
-        for row in rows:
-            self._rows[str(row[0])] = row
+        for state in states:
+            self._rows[state.name] = state
+        rows = [_row(s) for s in states]
         self._write(lambda db: db.executemany(_UPSERT, rows))
 
     def forget(self, names: Iterable[str]) -> None:
@@ -83,7 +85,7 @@ class State:
                 self._db.execute("BEGIN IMMEDIATE")
                 if self._behind:  # everything, from memory: the file missed some writes
                     self._db.execute("DELETE FROM jobs")
-                    self._db.executemany(_UPSERT, list(self._rows.values()))
+                    self._db.executemany(_UPSERT, [_row(s) for s in self._rows.values()])
                 else:
                     change(self._db)
         except (sqlite3.Error, OSError, StateError) as exc:

@@ -13,6 +13,7 @@ from dataclasses import replace
 from beatd.core.config import Config, read_config
 from beatd.core.errors import BeatdError, ConfigError
 from beatd.core.ports import Clock, Connector
+from beatd.runtime import collector
 from beatd.runtime.clock import system_clock
 from beatd.runtime.lifecycle import EXIT_OK, Lifecycle, cannot_start, reload_failed
 from beatd.runtime.metrics import SchedulerMetrics
@@ -58,6 +59,8 @@ class SchedulerDaemon:
         self.lifecycle = Lifecycle(path, self.notifier, watch_file=watch_file)
         self.scheduler: Scheduler | None = None  # once the file is loaded
         self.metrics: SchedulerMetrics | None = None  # with a metrics: section
+        self._reading: asyncio.Task[Config] | None = None  # a reload's read, in a thread
+        self._asked_at = clock()  # when the reload being read was asked for
 
     def request_stop(self) -> None:
         self.lifecycle.request_stop()
@@ -72,20 +75,21 @@ class SchedulerDaemon:
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT; return the process exit code."""
         try:
-            config = load_schedule(self.path, self.env)
-            metrics = SchedulerMetrics(self.clock) if config.metrics else None
-            sinks: list[Sink] = [metrics] if metrics else []
-            if config.history is not None:
-                sinks.append(HistorySink(config.history, lambda: scheduler.link))
-            store = State(config.state)
-            scheduler = Scheduler(
-                config,
-                store,
-                self.connect,
-                clock=self.clock,
-                on_change=self._on_change,
-                sinks=sinks,
-            )
+            with collector.paused():  # start-up: no other thread runs yet
+                config = load_schedule(self.path, self.env)
+                metrics = SchedulerMetrics(self.clock) if config.metrics else None
+                sinks: list[Sink] = [metrics] if metrics else []
+                if config.history is not None:
+                    sinks.append(HistorySink(config.history, lambda: scheduler.link))
+                store = State(config.state)
+                scheduler = Scheduler(
+                    config,
+                    store,
+                    self.connect,
+                    clock=self.clock,
+                    on_change=self._on_change,
+                    sinks=sinks,
+                )
             if metrics is not None and config.metrics is not None:
                 metrics.watch(
                     lambda: scheduler.link.state == "up",
@@ -94,6 +98,7 @@ class SchedulerDaemon:
                 metrics.serve(config.metrics)
         except BeatdError as exc:
             return cannot_start(log, self.path, exc)
+        collector.settle()
         self.scheduler, self.metrics = scheduler, metrics
         with self.lifecycle:
             scheduler.start()
@@ -121,19 +126,46 @@ class SchedulerDaemon:
 
     async def _loop(self, scheduler: Scheduler) -> None:
         life = self.lifecycle
-        while not life.stops:
-            if life.take_reload():
-                await self.reload(scheduler)
-            await self._step(scheduler)
-            self.notifier.send(STATUS=scheduler.status())
-            if life.stops:
-                break
-            scheduler.prepare(self.clock())
-            timeout = MAX_SLEEP_S
-            wake_at = scheduler.next_wake()
-            if wake_at is not None:
-                timeout = min(timeout, (wake_at - self.clock()).total_seconds())
-            await life.sleep(timeout)
+        try:
+            while not life.stops:
+                await self._reload_step(scheduler)
+                await self._step(scheduler)
+                self.notifier.send(STATUS=scheduler.status())
+                if life.stops:
+                    break
+                scheduler.prepare(self.clock())
+                timeout = MAX_SLEEP_S
+                wake_at = scheduler.next_wake()
+                if wake_at is not None:
+                    timeout = min(timeout, (wake_at - self.clock()).total_seconds())
+                await life.sleep(timeout)
+        finally:
+            if self._reading is not None:  # stopping mid-read: the thread ends on its own
+                self._reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConfigError):
+                    await self._reading
+
+    async def _reload_step(self, scheduler: Scheduler) -> None:
+        """Start reading the file in a thread when a reload is asked for, and adopt what was
+        read once it is done; meanwhile the loop goes on stepping (a 100k-job file takes
+        seconds to parse, and a burst due meanwhile must not wait for it). Slots already due
+        (or being drafted) when the reload was asked for wait for it, so they go by the new
+        file. A reload asked for during a read is taken after it: the file is read again."""
+        if self._reading is not None and not self._reading.done():
+            wake = scheduler.next_wake()
+            if wake is not None and wake <= self._asked_at:
+                await asyncio.wait([self._reading])
+        if self._reading is not None and self._reading.done():
+            reading, self._reading = self._reading, None
+            config = self._read_outcome(reading, scheduler)
+            if config is not None:
+                await self._adopt(scheduler, config)
+        if self._reading is None and self.lifecycle.take_reload():
+            self.notifier.reloading()
+            self._asked_at = self.clock()
+            self._reading = asyncio.create_task(self._read())
+            self._reading.add_done_callback(lambda _: self.lifecycle.wake.set())
+            await self._reload_step(scheduler)  # what is due already waits for the file
 
     async def _step(self, scheduler: Scheduler) -> None:
         """One step; if SIGTERM comes meanwhile, give the batch in flight a few seconds to be
@@ -157,8 +189,24 @@ class SchedulerDaemon:
     async def reload(self, scheduler: Scheduler) -> None:
         """Read the file again and adopt it, or keep the running schedule and say why."""
         self.notifier.reloading()
+        reading = asyncio.create_task(self._read())
+        await asyncio.wait([reading])
+        config = self._read_outcome(reading, scheduler)
+        if config is not None:
+            await self._adopt(scheduler, config)
+
+    async def _read(self) -> Config:
+        """Read and validate the file in a thread (pure work: the loop stays free). The
+        collector is paused meanwhile: its full passes over a growing 100k-job tree hold the
+        GIL for 300 ms each, which the loop would wait out. The daemon is the only one to
+        pause it, from the loop's thread; garbage of a few seconds waits, bounded by the read."""
+        with collector.paused():
+            return await asyncio.to_thread(load_schedule, self.path, self.env)
+
+    def _read_outcome(self, reading: asyncio.Task[Config], scheduler: Scheduler) -> Config | None:
+        """The config read, or None when it was refused (logged; the schedule runs on)."""
         try:
-            config = load_schedule(self.path, self.env)
+            return reading.result()
         except ConfigError as exc:
             reload_failed(
                 log,
@@ -166,7 +214,9 @@ class SchedulerDaemon:
                 f"reload failed: keeping the running schedule ({len(scheduler.jobs)} jobs)",
             )
             self.notifier.send(READY=1, STATUS=scheduler.status())
-            return
+            return None
+
+    async def _adopt(self, scheduler: Scheduler, config: Config) -> None:
         before = {name: job.fingerprint for name, job in scheduler.jobs.items()}
         if config.state != scheduler.config.state:
             log.warning(
