@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
-from beatd import __version__
+from beatd import __version__, cli_control
 from beatd.core import calendar, cron, durations, listing, values
 from beatd.core.config import Config, Job, croniter_order_warnings, read_config
 from beatd.core.errors import BeatdError, ConfigError, CronError
@@ -73,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         return sub
 
     command("run", _run, "Run the scheduler daemon in the foreground (systemd daemonises).")
+    cli_control.add(command)
     worker = command("worker", _worker, "Run the executor daemon: consume runs and execute tasks.")
     worker.add_argument(
         "--run",

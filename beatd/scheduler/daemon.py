@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 from beatd.core.config import Config, read_config
 from beatd.core.errors import BeatdError, ConfigError
 from beatd.core.ports import Clock, Connector
-from beatd.runtime import collector
+from beatd.runtime import collector, control
 from beatd.runtime.clock import system_clock
 from beatd.runtime.lifecycle import EXIT_OK, Lifecycle, cannot_start, reload_failed
 from beatd.runtime.metrics import SchedulerMetrics
@@ -58,6 +62,7 @@ class SchedulerDaemon:
         self.notifier = notifier or Notifier(env)
         self.lifecycle = Lifecycle(path, self.notifier, watch_file=watch_file)
         self.scheduler: Scheduler | None = None  # once the file is loaded
+        self._file_digest = ""  # of the file the running schedule came from
         self.metrics: SchedulerMetrics | None = None  # with a metrics: section
         self._reading: asyncio.Task[Config] | None = None  # a reload's read, in a thread
         self._asked_at = clock()  # when the reload being read was asked for
@@ -89,6 +94,7 @@ class SchedulerDaemon:
                     clock=self.clock,
                     on_change=self._on_change,
                     sinks=sinks,
+                    paused=control.read_pauses(config.state),
                 )
             if metrics is not None and config.metrics is not None:
                 metrics.watch(
@@ -100,8 +106,11 @@ class SchedulerDaemon:
             return cannot_start(log, self.path, exc)
         collector.settle()
         self.scheduler, self.metrics = scheduler, metrics
+        server = control.ControlServer(config.state, self._control)
+        self._file_digest = _digest(self.path)
         with self.lifecycle:
             scheduler.start()
+            await server.start()
             log.info(
                 "scheduling %d jobs from %s (state: %s)",
                 len(scheduler.jobs),
@@ -113,11 +122,46 @@ class SchedulerDaemon:
                 await self._loop(scheduler)
             finally:
                 self.notifier.send(STOPPING=1)
+                await server.stop()
                 await scheduler.close()
                 if metrics is not None:
                     metrics.close()
                 log.info("stopped; %s", scheduler.summary())
         return EXIT_OK
+
+    def _control(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Answer `beatd status`, `pause` and `resume` (on the event loop, so a pause takes
+        effect before the next step)."""
+        scheduler = self.scheduler
+        assert scheduler is not None
+        command, job = request.get("command"), request.get("job")
+        if command == "status":
+            return {
+                "running": True,
+                "pid": os.getpid(),
+                "file": self.path,
+                "file_differs": _digest(self.path) != self._file_digest,
+                "state": str(scheduler.config.state),
+                **scheduler.snapshot(),
+            }
+        if command not in ("pause", "resume"):
+            return {"error": f"unknown command {command!r}"}
+        if not isinstance(job, str) or job not in scheduler.jobs:
+            return {"error": f"no job named {job!r} in the running schedule"}
+        if command == "pause":
+            note = str(request.get("note") or "")[:500]
+            scheduler.pause(job, note)
+            log.info("job %r paused: %s", job, note or "(no note)")
+        else:
+            scheduler.resume(job)
+            log.info("job %r resumed", job)
+        try:
+            control.write_pauses(scheduler.config.state, scheduler.paused)
+        except BeatdError as exc:
+            log.error("%s", exc)
+            return {"ok": True, "warning": f"{exc} (it holds until the scheduler restarts)"}
+        self.lifecycle.wake.set()
+        return {"ok": True}
 
     def _on_change(self) -> None:
         if self.scheduler is not None:
@@ -229,6 +273,7 @@ class SchedulerDaemon:
                 config, metrics=scheduler.config.metrics, history=scheduler.config.history
             )
         await scheduler.reload(config, self.clock())
+        self._file_digest = _digest(self.path)
         added = [name for name in scheduler.jobs if name not in before]
         removed = [name for name in before if name not in scheduler.jobs]
         changed = [
@@ -241,3 +286,11 @@ class SchedulerDaemon:
 def run(path: str, env: Mapping[str, str]) -> int:
     """Entry point for `beatd run`."""
     return asyncio.run(SchedulerDaemon(path, env).run())
+
+
+def _digest(path: str) -> str:
+    """The file's content hash, to tell whether the file on disk differs from what runs."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return ""

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from beatd.core import plan, progress
 from beatd.core.config import Config, Job
@@ -66,10 +67,11 @@ class Scheduler:
         clock: Clock,
         on_change: Callable[[], None] = lambda: None,
         sinks: Sequence[Sink] = (),
+        paused: Mapping[str, str] | None = None,
     ) -> None:
         """on_change: called when the broker's state changes (the daemon updates its status
         and wakes up: a reconnect means parked jobs can go). sinks: told what each step did,
-        after the log lines (metrics, the run history)."""
+        after the log lines (metrics, the run history). paused: jobs paused with notes."""
         self.store = store
         self.connect = connect
         self.clock = clock
@@ -82,6 +84,7 @@ class Scheduler:
         self.codecs = Codecs(config.broker, config.signing)
         self._retry_s: dict[str, float] = {}
         self._parked: set[str] = set()  # due while the broker is away
+        self.paused: dict[str, str] = dict(paused or {})  # job -> note (beatd pause)
         self._prepared: Prepared | None = None
         self._declared_queues: set[str] = set()
         self.report = Report(lambda: self.config.broker.exchange, sinks)
@@ -201,6 +204,7 @@ class Scheduler:
             self._parked.update(due + drafted)
             return
         due += [name for name in self._parked if name in self.jobs and name not in due]
+        due = [name for name in due if name not in self.paused]
         self._parked.clear()
         if not due and prepared is None:
             return
@@ -383,8 +387,44 @@ class Scheduler:
             self.link = self._new_link(config)
             self.start()
 
+    def pause(self, name: str, note: str) -> None:
+        """Publish nothing of this job until resumed (its slots come due meanwhile)."""
+        self.paused[name] = note
+        self._reschedule()
+
+    def resume(self, name: str) -> None:
+        """Schedule the job again from its cursor: the slots that came due while it was
+        paused are missed ones, so its misfire policy decides (once: the newest; all: each;
+        skip: none), exactly as after downtime."""
+        if self.paused.pop(name, None) is not None and name in self.jobs:
+            self._schedule_next(self.jobs[name])
+
+    def snapshot(self) -> dict[str, Any]:
+        """What `beatd status` shows: the broker, the role, and each job's next run, last
+        publish, counters and pause."""
+        jobs = []
+        for name, job in self.jobs.items():
+            state = self.states.get(name)
+            due = self.timetable.due_at(name)
+            jobs.append(
+                {
+                    "job": name,
+                    "enabled": job.enabled,
+                    "schedule": job.spec,
+                    "next": None if due is None else iso_utc(due),
+                    "last_slot": _iso(state.last_slot if state else None),
+                    "last_published_at": _iso(state.last_published_at if state else None),
+                    "published": state.published if state else 0,
+                    "missed": state.missed if state else 0,
+                    "unroutable": state.unroutable if state else 0,
+                    "paused": self.paused.get(name),
+                }
+            )
+        role = "single" if self.config.ha is None else self.leadership.status()
+        return {"broker": self.link.state, "role": role, "jobs": jobs}
+
     def _schedule_next(self, job: Job) -> None:
-        if not job.enabled:
+        if not job.enabled or job.name in self.paused:
             return
         state = self.states.get(job.name)
         cursor = state.cursor if state is not None else self.clock()
@@ -419,3 +459,7 @@ async def ensure_queue(link: Broker, channel: Channel, queue: str) -> None:
     await channel.declare_exchange(queue, "direct")
     await channel.declare_queue(queue, durable=True)
     await channel.bind_queue(queue, queue, queue)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else iso_utc(moment)

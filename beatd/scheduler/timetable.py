@@ -24,6 +24,9 @@ class Timetable:
         self._due[name] = at
         heapq.heappush(self._heap, (at, name))
 
+    def due_at(self, name: str) -> datetime | None:
+        return self._due.get(name)
+
     def peek(self) -> tuple[datetime, str] | None:
         """The earliest live entry (stale ones, of removed or rescheduled jobs, go)."""
         heap, due = self._heap, self._due
