@@ -23,7 +23,7 @@ from beatd.core import calendar, cron, durations, listing, values
 from beatd.core.config import Config, Job, croniter_order_warnings, read_config
 from beatd.core.errors import BeatdError, ConfigError, CronError
 from beatd.core.messages import iso_utc
-from beatd.runtime import collector
+from beatd.runtime import collector, control
 from beatd.runtime.state import read_states
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
@@ -336,7 +336,7 @@ def _list(args: argparse.Namespace) -> int:
     if args.job is not None:
         jobs = [_job(config, args.job, args.config)]
     until = listing.window_end(now, args.until) if args.until else None
-    states = read_states(Path(config.state))  # before any output: a bad file is one clean error
+    states = read_states(_state_file(Path(config.state)))  # a bad file: one clean error first
     zone = None if args.local else config.timezone
     bounded: listing.Bounded | None = None
     runs: Iterable[listing.Upcoming]
@@ -363,6 +363,15 @@ def _list(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return EXIT_OK
+
+
+def _state_file(configured: Path) -> Path:
+    """The state file `beatd run` uses: the configured one, else, from a shell without
+    systemd's STATE_DIRECTORY, the one the shipped unit keeps in /var/lib/beatd."""
+    if configured.exists() or os.environ.get("STATE_DIRECTORY"):
+        return configured
+    systemd = control.SYSTEMD_STATE
+    return systemd if systemd.exists() else configured
 
 
 def _lines(lines: Iterable[str]) -> Iterator[str]:

@@ -161,3 +161,19 @@ async def test_the_status_table_shows_the_role_counters_and_the_note(
     lines = out.splitlines()
     table = lines[next(i for i, line in enumerate(lines) if line.startswith("JOB")) + 1 :]
     assert [line.split()[0] for line in table] == ["tick", "other"]
+
+
+def test_list_reads_the_systemd_state_file_when_the_shell_has_no_state_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from beatd import cli
+
+    systemd = tmp_path / "var-lib-beatd" / "state.db"
+    systemd.parent.mkdir()
+    systemd.touch()
+    monkeypatch.setattr(control, "SYSTEMD_STATE", systemd)
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    assert cli._state_file(tmp_path / "nowhere.db") == systemd
+    configured = tmp_path / "mine.db"
+    configured.touch()
+    assert cli._state_file(configured) == configured
