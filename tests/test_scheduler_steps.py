@@ -194,3 +194,22 @@ async def test_a_wall_clock_stepped_back_resets_the_cursors_instead_of_stalling(
     await beat.run_until(beat.clock() + timedelta(minutes=2))
     assert beat.published()[-2:] == ["tick@20261121T043300Z", "tick@20261121T043400Z"]
     assert "the wall clock is 3599s behind where 1 job(s) got to" in caplog.text
+
+
+@driven
+async def test_a_job_removed_and_restored_keeps_its_counters_and_misses_nothing_meanwhile() -> None:
+    # Issue 11: removing a job in one save and restoring it in the next wiped LAST and counters.
+    beat = Beat(schedule(EVERY_MINUTE), T0 - timedelta(seconds=1))
+    bound(beat)
+    scheduler = await beat.start()
+    await beat.run_until(T0 + timedelta(minutes=2, seconds=1))
+    assert scheduler.states["tick"].published == 3
+    other = "  other:\n    every: 1h\n    task: t.o\n"
+    await scheduler.reload(schedule(other), beat.clock())
+    await beat.run_until(T0 + timedelta(minutes=10, seconds=1))
+    await scheduler.reload(schedule(EVERY_MINUTE + other), beat.clock())
+    await beat.run_until(T0 + timedelta(minutes=11, seconds=1))
+    state = scheduler.states["tick"]
+    assert (state.published, state.last_slot) == (4, T0 + timedelta(minutes=11))
+    assert state.missed == 0, "the time it was gone is not missed runs"
+    assert [i for i in beat.published() if i.startswith("tick@")][-1] == "tick@20261121T054100Z"

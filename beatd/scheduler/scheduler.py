@@ -36,6 +36,7 @@ PREPARE_AHEAD_S = 0.5
 # A wall clock that went back by more than this (a manual step, a VM restored from a snapshot)
 # would stall every job until it caught up with the cursors: reset them to now instead.
 CLOCK_STEP_BACK = timedelta(seconds=1)
+REMOVED_KEPT = 1000  # rows of removed jobs kept, so a job restored later keeps its counters
 
 
 @dataclass
@@ -319,18 +320,31 @@ class Scheduler:
     # The schedule
 
     def adopt(self, config: Config, now: datetime) -> None:
-        """Take a validated config: new and changed jobs start from now, removed jobs go, and
-        every job is rescheduled from its state."""
+        """Take a validated config: new and changed jobs start from now, removed jobs are
+        set aside, and every job is rescheduled from its state."""
         self.config = config
         self.codecs = Codecs(config.broker, config.signing)
         self.jobs = {job.name: job for job in config.jobs}
-        # Each job of the old file got a state row when it was adopted: this finds them all.
-        removed = [name for name in self.states if name not in self.jobs]
-        if removed:
-            self.store.forget(removed)
-            for name in removed:
-                self.states.pop(name, None)
-        fresh = []
+        # A removed job keeps its row, marked by an empty fingerprint, so that restoring it in
+        # the next save keeps its last slot and counters; it starts from now, as a changed job
+        # does. The oldest of these rows go beyond REMOVED_KEPT.
+        fresh = [
+            replace(state, fingerprint="")
+            for name, state in self.states.items()
+            if name not in self.jobs and state.fingerprint
+        ]
+        for set_aside in fresh:
+            self.states[set_aside.name] = set_aside
+        removed = sorted(
+            (s for name, s in self.states.items() if name not in self.jobs),
+            key=lambda s: s.cursor,
+        )
+        if len(removed) > REMOVED_KEPT:
+            forgotten = [s.name for s in removed[: len(removed) - REMOVED_KEPT]]
+            self.store.forget(forgotten)
+            for name in forgotten:
+                del self.states[name]
+            fresh = [s for s in fresh if s.name in self.states]
         for job in config.jobs:
             state = self.states.get(job.name)
             if state is None or state.fingerprint != job.fingerprint:
