@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import difflib
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
@@ -336,7 +337,9 @@ def _list(args: argparse.Namespace) -> int:
     if args.job is not None:
         jobs = [_job(config, args.job, args.config)]
     until = listing.window_end(now, args.until) if args.until else None
-    states = read_states(_state_file(Path(config.state)))  # a bad file: one clean error first
+    state_file = _state_file(Path(config.state))
+    states = read_states(state_file)  # a bad file: one clean error first
+    pauses = control.read_pauses(state_file)
     zone = None if args.local else config.timezone
     bounded: listing.Bounded | None = None
     runs: Iterable[listing.Upcoming]
@@ -353,6 +356,8 @@ def _list(args: argparse.Namespace) -> int:
         sys.stdout.writelines(listing.json_chunks(runs, states))
     else:
         enabled = [job for job in jobs if job.enabled]
+        if pauses:
+            runs = (_paused(run, pauses) for run in runs)
         lines = listing.table(runs, states, now, zone, jobs=enabled, stream=bounded is not None)
         sys.stdout.writelines(_lines(lines))
     if bounded is not None and bounded.cut and args.count is None:  # --until held more
@@ -363,6 +368,15 @@ def _list(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return EXIT_OK
+
+
+def _paused(run: listing.Upcoming, pauses: Mapping[str, str]) -> listing.Upcoming:
+    """A run of a paused job says so (beatd pause), with the operator's note."""
+    note = pauses.get(run.job.name)
+    if note is None:
+        return run
+    said = f"PAUSED: {note}" if note else "PAUSED"
+    return dataclasses.replace(run, note=f"{said}; {run.note}" if run.note else said)
 
 
 def _state_file(configured: Path) -> Path:

@@ -177,3 +177,16 @@ def test_list_reads_the_systemd_state_file_when_the_shell_has_no_state_directory
     configured = tmp_path / "mine.db"
     configured.touch()
     assert cli._state_file(configured) == configured
+
+
+def test_list_marks_a_paused_job_with_its_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = config_file(tmp_path)
+    assert main(["pause", "-c", str(path), "tick", "--note", "db work"]) == 0
+    capsys.readouterr()
+    assert main(["list", "-c", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:3]
+    rows = {name: line for line in lines for name in ("tick", "other") if f" {name} " in line}
+    assert rows["tick"].endswith("PAUSED: db work")
+    assert "PAUSED" not in rows["other"]
