@@ -30,6 +30,7 @@ from beatd.core.errors import BrokerError
 from beatd.core.jobstate import JobState
 from beatd.core.messages import Outgoing, Properties
 from beatd.core.ports import Delivery, Outcome, Setup
+from beatd.runtime.channel import _pika_properties
 
 NACK, LOSE = "nack", "lose"
 
@@ -503,20 +504,7 @@ def _encode_as_pika(exchange: str, key: str, body: bytes, p: Properties) -> None
     short string over 255 bytes: ShortStringTooLong; a float header:
     UnsupportedAMQPFieldException)."""
     pika.spec.Basic.Publish(exchange=exchange, routing_key=key).encode()
-    pika.BasicProperties(
-        content_type=p.content_type,
-        content_encoding=p.content_encoding,
-        delivery_mode=p.delivery_mode,
-        message_id=p.message_id,
-        correlation_id=p.correlation_id,
-        reply_to=p.reply_to,
-        type=p.type,
-        app_id=p.app_id,
-        timestamp=p.timestamp,
-        priority=p.priority,
-        expiration=p.expiration,
-        headers=dict(p.headers) if p.headers else None,
-    ).encode()
+    _pika_properties(p).encode()  # the adapter's own mapping, as it sends
 
 
 class MemoryStore:
