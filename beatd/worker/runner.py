@@ -363,7 +363,9 @@ async def _run_command(
     try:
         await asyncio.wait_for(asyncio.shield(protocol.exited), timeout_s)
         done, _ = await asyncio.wait([group.closed], timeout=LEFTOVER_WAIT_S)
-        if not done:
+        # The group itself, too: a command that exits at once can be reaped before the pipes'
+        # wait starts, and then that wait does not see the processes it left holding them.
+        if not done or _group_alive(group.pgid):
             log.warning(
                 "run %s: %s exited but left processes running in its group; stopping them",
                 invocation.run_id,
@@ -440,6 +442,17 @@ class _Group:
         await self.exited
         rest: list[asyncio.Future[Any]] = [self.closed, *self.pumps]
         await asyncio.wait(rest, timeout=LEFTOVER_WAIT_S)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process is left in the group (its leader is reaped by now)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
