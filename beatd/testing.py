@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from beatd.client import runs
-from beatd.client.aio import Clock, load_config, system_clock
+from beatd.client.aio import load_config
 from beatd.core.config import JOB_NAME, Config
 from beatd.core.errors import BeatdError
+from beatd.core.ports import Clock
+from beatd.runtime.clock import system_clock
 from beatd.worker import runner
 from beatd.worker.runner import Result, Status
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,11 @@ from beatd.client import runs
 from beatd.core.config import Config, MessageFormat, read_config
 from beatd.core.errors import BeatdError, BrokerError
 from beatd.core.messages import Outgoing
-from beatd.core.ports import Channel, Outcome
+from beatd.core.ports import Channel, Clock, Outcome
+from beatd.runtime.clock import system_clock
 from beatd.runtime.rabbitmq import Link
 from beatd.scheduler.scheduler import ensure_queue
 
-Clock = Callable[[], datetime]
 DEFAULT_CONFIG = "/etc/beatd/beatd.yaml"
 DEFAULT_TIMEOUT_S = 10.0
 # A run whose channel dropped before the confirm goes out again under the same id (the worker
@@ -28,12 +27,15 @@ MAX_SENDS = 3
 CLOSE_WAIT_S = 5.0
 
 
-def system_clock() -> datetime:
-    return datetime.now(UTC)
-
-
-def load_config(config: str | Path | Config | None, env: Mapping[str, str] | None) -> Config:
-    """A Config as given, or read from a path (default: $BEATD_CONFIG, else /etc/beatd)."""
+def load_config(
+    config: str | Path | Config | None,
+    env: Mapping[str, str] | None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> Config:
+    """A Config as given, or read from a path (default: $BEATD_CONFIG, else /etc/beatd), for
+    a client whose calls wait at most timeout_s."""
+    if not timeout_s > 0:
+        raise BeatdError(f"timeout_s must be positive, got {timeout_s!r}")
     if isinstance(config, Config):
         return config
     env = os.environ if env is None else env
@@ -58,9 +60,7 @@ class AsyncClient:
         clock: Clock = system_clock,
         name: str = "client",
     ) -> None:
-        if not timeout_s > 0:
-            raise BeatdError(f"timeout_s must be positive, got {timeout_s!r}")
-        self.config = load_config(config, env)
+        self.config = load_config(config, env, timeout_s)
         self.timeout_s = timeout_s
         self.name = name
         self._clock = clock

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from beatd.client import runs
-from beatd.client.aio import DEFAULT_TIMEOUT_S, AsyncClient, Clock, load_config, system_clock
+from beatd.client.aio import DEFAULT_TIMEOUT_S, AsyncClient, load_config
 from beatd.core.config import Config
 from beatd.core.errors import BeatdError, BrokerError
+from beatd.core.ports import Clock
+from beatd.runtime.clock import system_clock
 
 T = TypeVar("T")
 # Beyond the client's own timeout, how long a caller waits for the loop thread to answer at
@@ -41,9 +43,7 @@ class Client:
         clock: Clock = system_clock,
         name: str = "client",
     ) -> None:
-        if not timeout_s > 0:
-            raise BeatdError(f"timeout_s must be positive, got {timeout_s!r}")
-        self.config = load_config(config, env)
+        self.config = load_config(config, env, timeout_s)
         self.timeout_s = timeout_s
         self.name = name
         self._clock = clock
