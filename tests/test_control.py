@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -64,7 +65,13 @@ async def test_a_paused_job_publishes_nothing_and_its_misfire_policy_decides_on_
 
 def config_file(tmp_path: Path) -> Path:
     path = tmp_path / "beatd.yaml"
-    path.write_text(f"broker:\n  exchange: beatd\nstate: {tmp_path / 'state.db'}\njobs:\n{JOBS}")
+    # A control exchange nobody declared: the CLI finds no scheduler on the shared broker and
+    # asks the socket, as on a host whose scheduler cannot reach the broker.
+    control_exchange = f"t.control.{uuid.uuid4().hex[:8]}"
+    path.write_text(
+        f"broker:\n  exchange: beatd\n  control_exchange: {control_exchange}\n"
+        f"state: {tmp_path / 'state.db'}\njobs:\n{JOBS}"
+    )
     return path
 
 
@@ -126,7 +133,9 @@ def test_status_without_a_running_scheduler_says_so_and_exits_3(
 ) -> None:
     path = config_file(tmp_path)
     assert main(["status", "-c", str(path)]) == 3
-    assert "beatd run is not running on this host" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("beatd run is not answering on the broker (exchange t.control.")
+    assert f"nor on this host (no answer at {tmp_path / 'beatd.sock'})" in err
 
 
 def test_pause_without_a_running_scheduler_is_recorded_for_its_start(
@@ -134,7 +143,7 @@ def test_pause_without_a_running_scheduler_is_recorded_for_its_start(
 ) -> None:
     path = config_file(tmp_path)
     assert main(["pause", "-c", str(path), "tick", "--note", "until Monday"]) == 0
-    assert "takes effect at its start" in capsys.readouterr().out
+    assert "it takes effect when beatd run starts on this host" in capsys.readouterr().out
     assert control.read_pauses(tmp_path / "state.db") == {"tick": "until Monday"}
     assert main(["pause", "-c", str(path), "nope"]) == 1
     assert "no job named 'nope'" in capsys.readouterr().err
