@@ -108,7 +108,8 @@ async def test_status_pause_and_resume_reach_the_running_scheduler_and_a_pause_s
     paused = await asyncio.to_thread(
         ask, path, {"command": "pause", "job": "tick", "note": "db work"}
     )
-    assert paused == {"ok": True, "socket": str(control.socket_path(tmp_path / "state.db"))}
+    assert paused is not None and paused["ok"] is True and paused["leading"] is True
+    assert paused["socket"] == str(control.socket_path(tmp_path / "state.db"))
     assert daemon.scheduler is not None and daemon.scheduler.paused == {"tick": "db work"}
     unknown = await asyncio.to_thread(ask, path, {"command": "pause", "job": "nope"})
     assert unknown is not None and "no job named 'nope'" in str(unknown["error"])
