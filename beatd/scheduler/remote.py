@@ -16,6 +16,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -210,7 +212,8 @@ class RemoteControl:
         self.counts["refused"] += 1
         self.complain(kind, f"control request {request_id[:64]!r} refused: {why}")
         if delivery is not None:
-            self._reply(delivery, reply_to, request_id, {"error": f"refused: {why}"})
+            who = {"host": socket.gethostname(), "pid": os.getpid()}
+            self._reply(delivery, reply_to, request_id, {**who, "error": f"refused: {why}"})
 
     def _reply(
         self, delivery: Delivery, reply_to: str, request_id: str, answer: dict[str, Any]
