@@ -21,6 +21,7 @@ from beatd.core.ports import Outcome
 from beatd.runtime import control
 from beatd.runtime.systemd import Notifier
 from beatd.scheduler.daemon import SchedulerDaemon
+from beatd.scheduler.remote import BURST, RATE_PER_S
 from tests.clock import FakeClock, utc
 from tests.fakebroker import REPLY_TO, FakeBroker, FakeChannel, FakeLink, Queue
 from tests.steps import driven, quiet
@@ -253,28 +254,27 @@ async def test_junk_on_the_control_exchange_is_refused_and_the_scheduler_keeps_p
 
 
 @driven
-async def test_a_flood_of_requests_is_dropped_past_the_rate_and_due_runs_still_go_out(
+async def test_a_flood_waits_on_the_broker_at_a_bounded_rate_and_due_runs_still_go_out(
     tmp_path: Path,
 ) -> None:
     broker, clock = FakeBroker(), FakeClock(T0)
     bind_runs(broker)
     instance = await Instance(write(tmp_path / "a"), broker, clock).start()
+    remote = instance.daemon.remote
+    assert remote is not None and remote.queue is not None
     asker = Asker(broker, write(tmp_path / "a"))
     flood = 500
+    started = asyncio.get_running_loop().time()
     channel = await asker.raw(b'{"command": "status"}', props("f0"))
     for i in range(1, flood):
         channel.send_nowait("beatd.control", "beatd", b'{"command": "status"}', props(f"f{i}"))
+    # The queue keeps at most MAX_WAITING; the oldest beyond are dropped by the broker.
+    assert len(broker.messages(remote.queue)) == requests.MAX_WAITING
     assert await next_tick(instance, clock, broker) == 1, "the step is not stuck behind them"
-    remote = instance.daemon.remote
-    assert remote is not None
-    for _ in range(200):
-        await asyncio.sleep(0.01)
-        if remote.counts["answered"] + remote.counts["dropped"] >= flood:
-            break
-    # The queue keeps at most MAX_WAITING; the rest never reach the daemon.
-    taken = remote.counts["answered"] + remote.counts["dropped"]
-    assert taken <= requests.MAX_WAITING + 10
-    assert remote.counts["answered"] <= 40 < remote.counts["dropped"]
+    await asyncio.sleep(0.3)
+    elapsed = asyncio.get_running_loop().time() - started
+    assert remote.counts["held"] > 0
+    assert remote.counts["answered"] <= BURST + RATE_PER_S * elapsed + 1
     assert await next_tick(instance, clock, broker) == 1
     await asker.close()
     await instance.stop()
@@ -381,11 +381,12 @@ def test_decode_takes_what_the_cli_encodes() -> None:
         assert requests.decode(request.encode()) == request
 
 
-def test_the_rate_limit_allows_a_burst_then_the_rate() -> None:
+def test_the_rate_limit_allows_a_burst_then_makes_each_wait_its_turn() -> None:
     limit = requests.RateLimit(per_s=10, burst=3)
-    assert [limit.take(0.0) for _ in range(4)] == [True, True, True, False]
-    assert limit.take(0.05) is False and limit.take(0.1) is True
-    assert sum(limit.take(10.0) for _ in range(10)) == 3, "no more than the burst after a rest"
+    assert [limit.reserve(0.0) for _ in range(3)] == [0, 0, 0]
+    assert limit.reserve(0.0) == pytest.approx(0.1)
+    assert limit.reserve(0.1) == pytest.approx(0.1), "the one before took the token earned"
+    assert [limit.reserve(10.0) == 0 for _ in range(4)] == [True, True, True, False]
 
 
 def test_replays_remember_ids_for_the_window_and_refuse_when_full() -> None:

@@ -32,9 +32,10 @@ MAX_JOBS_ANSWERED = 1000
 SIGNED_WINDOW = timedelta(seconds=60)
 # The queue of one scheduler: a request nobody took within TTL is stale (the asker stopped
 # waiting long ago); at most MAX_WAITING wait, the oldest dropped first, so a flood costs
-# the broker bounded memory.
-QUEUE_TTL_MS = 10_000
-MAX_WAITING = 100
+# the broker bounded memory, and once it stops the backlog is gone within 2 s at the rate the
+# scheduler takes them (scheduler.remote).
+QUEUE_TTL_MS = 5_000
+MAX_WAITING = 20
 REPLY_TO = "amq.rabbitmq.reply-to"  # RabbitMQ's direct reply-to: no queue to declare
 REQUEST_TYPE = "beatd.control"
 
@@ -153,14 +154,14 @@ class RateLimit:
         self._tokens = float(burst)
         self._at: float | None = None
 
-    def take(self, now_s: float) -> bool:
+    def reserve(self, now_s: float) -> float:
+        """Take a token; return how long to wait before its request may be handled (0: now).
+        The caller waits instead of dropping: what is over the rate waits on the broker."""
         if self._at is not None:
             self._tokens = min(self.burst, self._tokens + (now_s - self._at) * self.per_s)
         self._at = now_s
-        if self._tokens < 1:
-            return False
         self._tokens -= 1
-        return True
+        return max(0.0, -self._tokens / self.per_s)
 
 
 def trimmed(answer: Mapping[str, Any]) -> dict[str, Any]:
