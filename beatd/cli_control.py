@@ -29,11 +29,18 @@ Command = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.Arg
 def add(command: Command) -> None:
     status = command("status", _status, "Ask the running scheduler(s) how they are.")
     status.add_argument("--json", action="store_true", help="the answers as one JSON object")
+    status.add_argument(
+        "--socket",
+        action="store_true",
+        help="ask only the scheduler on this host, through its socket (every job is listed)",
+    )
     pause = command("pause", _pause, "Publish nothing of JOB until `beatd resume JOB`.")
     pause.add_argument("job", metavar="JOB")
     pause.add_argument("--note", default="", help="why (shown by `beatd status`)")
     resume = command("resume", _resume, "Publish JOB again; its misfire policy decides the rest.")
     resume.add_argument("job", metavar="JOB")
+    for sub in (pause, resume):
+        sub.set_defaults(socket=False)
     for sub in (status, pause, resume):
         sub.add_argument(
             "--wait",
@@ -70,7 +77,9 @@ def _ask(
     through the broker, then, if none came, on this host's socket (the broker may be away)."""
     state = config.state if config is not None else control.SYSTEMD_STATE
     tried = "not asked through the broker (the file cannot be read)"
-    if config is not None:
+    if args.socket:
+        tried = "not asked through the broker (--socket)"
+    elif config is not None:
         exchange, key = config.broker.control_exchange, requests.routing_key(config)
         try:
             answers = control.ask_broker(
@@ -84,7 +93,7 @@ def _ask(
             tried = f"not answering on the broker (exchange {exchange}, key {key})"
     answer = control.ask(state, request.as_dict())
     if answer is not None:
-        return [{**answer, "via": "socket"}], state, tried
+        return [{**answer, "via": "socket"}], state, "" if args.socket else tried
     return [], state, f"{tried}, nor on this host (no answer at {control.socket_path(state)})"
 
 
@@ -113,6 +122,9 @@ def _status(args: argparse.Namespace) -> int:
     if nobody:
         print(f"note: beatd run is {nobody}; this host's answered on its socket", file=sys.stderr)
     print(_table(leader))
+    if leader.get("jobs_left_out"):
+        print(f"... and {leader['jobs_left_out']} more jobs, not sent through the broker "
+              "(`beatd status --socket` on the scheduler's host lists all)")  # fmt: skip
     if others:
         print("\nalso answering (their tables: --json):")
         for other in others:

@@ -162,6 +162,10 @@ async def test_the_status_table_shows_the_role_counters_and_the_note(
     daemon, task = await running(path, broker, clock)
     await asyncio.to_thread(main, ["pause", "-c", str(path), "tick", "--note", "db work"])
     code = await asyncio.to_thread(main, ["status", "-c", str(path)])
+    assert "note: beatd run is not answering on the broker" in capsys.readouterr().err
+    only_here = await asyncio.to_thread(main, ["status", "-c", str(path), "--socket"])
+    assert only_here == 0 and capsys.readouterr().err == ""
+    code = await asyncio.to_thread(main, ["status", "-c", str(path)])
     daemon.request_stop()
     await task
     out = capsys.readouterr().out
