@@ -3,8 +3,8 @@
 It models what the daemons rely on: exchanges (direct, topic, fanout, and the default exchange
 ''), durable queues with dead-letter arguments, bindings, mandatory returns (UNROUTABLE),
 publisher confirms with scripted nacks and connection losses, a channel closed by a 404 or a
-406, server-named exclusive queues (gone with their channel), direct reply-to, consumers with
-prefetch, ack/reject/requeue with redelivery when a channel goes away, and
+406, server-named exclusive queues (gone with their channel), auto-delete exchanges, direct
+reply-to, consumers with prefetch, ack/reject/requeue with redelivery when a channel goes away, and
 the broker going down and coming back. Everything happens on the test's event loop, at once:
 a link reconnects as soon as the broker is up, a publish settles before `publish` returns.
 
@@ -77,6 +77,7 @@ class FakeBroker:
         self.locks: dict[str, FakeChannel] = {}  # exclusive queues: held by a connection
         self.lines: dict[str, list[tuple[FakeChannel, str]]] = {}  # single-active-consumer
         self.private: dict[str, FakeChannel] = {}  # server-named exclusive queues: their owner
+        self.auto_delete: set[str] = set()  # exchanges that go with their last binding
         self.reply_to: dict[str, tuple[FakeChannel, Callable[[Delivery], None]]] = {}
         self._changed = asyncio.Event()
 
@@ -114,6 +115,9 @@ class FakeBroker:
         self.queues.pop(name, None)
         self.private.pop(name, None)
         self.bindings = {b for b in self.bindings if b[1] != name}
+        for exchange in [x for x in self.auto_delete if not any(b[0] == x for b in self.bindings)]:
+            self.auto_delete.discard(exchange)
+            self.exchanges.pop(exchange, None)
 
     def delete_exchange(self, name: str) -> None:
         """Delete an exchange as `rabbitmqctl`/the management UI does: its bindings go too."""
@@ -348,7 +352,13 @@ class FakeChannel:
         return BrokerError(reason)
 
     async def declare_exchange(
-        self, name: str, kind: str = "topic", *, passive: bool = False, durable: bool = True
+        self,
+        name: str,
+        kind: str = "topic",
+        *,
+        passive: bool = False,
+        durable: bool = True,
+        auto_delete: bool = False,
     ) -> None:
         self._check()
         existing = self.broker.exchanges.get(name)
@@ -360,6 +370,8 @@ class FakeChannel:
             raise self._fail(f"406 PRECONDITION_FAILED - inequivalent arg 'type' for '{name}'")
         if existing is None and passive:
             raise self._fail(f"404 NOT_FOUND - no exchange '{name}'")
+        if auto_delete:
+            self.broker.auto_delete.add(name)
         self.broker.exchanges.setdefault(name, kind)
 
     async def declare_queue(

@@ -156,6 +156,7 @@ async def test_status_through_the_broker_names_the_instance_its_role_and_every_j
     await asker.close()
     await instance.stop()
     assert not [q for q in broker.queues if q.startswith("amq.gen-")], "gone with its channel"
+    assert "beatd.control" not in broker.exchanges, "auto-delete: gone with the last queue"
 
 
 @driven

@@ -58,7 +58,13 @@ class Channel(Protocol):
     def is_open(self) -> bool: ...
 
     async def declare_exchange(
-        self, name: str, kind: str = "topic", *, passive: bool = False, durable: bool = True
+        self,
+        name: str,
+        kind: str = "topic",
+        *,
+        passive: bool = False,
+        durable: bool = True,
+        auto_delete: bool = False,
     ) -> None: ...
 
     async def declare_queue(

@@ -102,7 +102,13 @@ class Channel:
         return future
 
     async def declare_exchange(
-        self, name: str, kind: str = "topic", *, passive: bool = False, durable: bool = True
+        self,
+        name: str,
+        kind: str = "topic",
+        *,
+        passive: bool = False,
+        durable: bool = True,
+        auto_delete: bool = False,
     ) -> None:
         await self._rpc(
             self._ch.exchange_declare,
@@ -110,6 +116,7 @@ class Channel:
             exchange_type=kind,
             passive=passive,
             durable=durable,
+            auto_delete=auto_delete,
         )
 
     async def declare_queue(

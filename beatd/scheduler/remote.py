@@ -137,7 +137,9 @@ class RemoteControl:
         exchange, key = config.broker.control_exchange, control.routing_key(config)
         channel = await link.open_channel()
         try:
-            await channel.declare_exchange(exchange, "topic")
+            # Auto-delete: it goes with the last scheduler's queue, so nothing is left on the
+            # broker when none runs (and a request then finds no exchange: nobody answers).
+            await channel.declare_exchange(exchange, "topic", durable=False, auto_delete=True)
             queue = await channel.declare_private_queue(control.queue_arguments())
             await channel.bind_queue(queue, exchange, key)
             await channel.consume(queue, self._inbox.put_nowait, prefetch=PREFETCH)
