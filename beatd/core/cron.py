@@ -65,6 +65,16 @@ class CronExpr:
     fixed_time: bool
     # Days of the month by the month's length (28-31): `days` and `relative_days` resolved.
     month_days: tuple[frozenset[int], ...]
+    # Computed once: jobs' schedules are shared through caches keyed by the expression, and
+    # hashing its fourteen fields on every lookup cost more than the rest of the lookup.
+    _hash: int = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        meaning = tuple(getattr(self, name) for name in _COMPARED)
+        object.__setattr__(self, "_hash", hash(meaning))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def first_at_or_after(self, start: datetime) -> datetime | None:
         """Return the first naive wall-clock time >= start (whole seconds) that matches."""
@@ -159,6 +169,9 @@ class CronExpr:
             or (dow, (d + 6) // 7) in self.nth_weekdays
             or (dow in self.last_weekdays and d + 7 > last)
         )
+
+
+_COMPARED = tuple(x.name for x in dataclasses.fields(CronExpr) if x.compare)
 
 
 @functools.lru_cache(maxsize=1024)  # a search rarely leaves a few years
@@ -353,7 +366,11 @@ def _valid(text: str, spreads: tuple[int, ...]) -> CronExpr | None:
         return None
 
 
-_MEANING = [x.name for x in dataclasses.fields(CronExpr) if x.name not in ("text", "fixed_time")]
+_MEANING = [
+    x.name
+    for x in dataclasses.fields(CronExpr)
+    if x.compare and x.name not in ("text", "fixed_time")
+]
 
 
 @dataclass(frozen=True, slots=True)
