@@ -66,13 +66,36 @@ def upcoming(
     """
     enabled = [job for job in jobs if job.enabled]
     if count is None and until is None:
-        firsts = (_first(job, now) for job in enabled)
-        yield from (run for _, _, run in sorted(item for item in firsts if item is not None))
+        yield from _next_runs(enabled, now)
         return
     merged: Iterator[_Item] = heapq.merge(*(_runs(job, now) for job in enabled))
     if until is not None:
         merged = itertools.takewhile(lambda item: item[0] <= until, merged)
     yield from (run for _, _, run in itertools.islice(merged, count))
+
+
+def _next_runs(jobs: Sequence[Job], now: datetime) -> Iterator[Upcoming]:
+    """Each job's next run after now, earliest first. Jobs share schedule objects (most of
+    100k jobs share a few thousand), so each schedule's next run is found once; the earliest
+    comes before the rest are sorted (`beatd check` asks for that one only)."""
+    found: dict[int, _Item | None] = {}  # id(schedule): its run, for whichever job asked first
+    firsts = []
+    for job in jobs:
+        key = id(job.schedule)  # alive as long as jobs: ids are not reused meanwhile
+        if key in found:
+            item = found[key]
+            if item is not None:
+                item = (item[0], job.name, Upcoming(item[0], job, item[2].note))
+        else:
+            item = found[key] = _first(job, now)
+        if item is not None:
+            firsts.append(item)
+    if not firsts:
+        return
+    earliest = min(firsts)  # names are unique: so is the earliest, and sorted puts it first
+    yield earliest[2]
+    firsts.sort()
+    yield from (run for _, _, run in itertools.islice(firsts, 1, None))
 
 
 def _runs(job: Job, now: datetime) -> Iterator[_Item]:
