@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from enum import Enum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from beatd.core import commands, cron, durations, textfile, values
 from beatd.core.commands import ArgsPolicy
@@ -257,7 +257,7 @@ class _Reader:
         memo_key = (convert, value) if type(value) is str else None
         found = self.memo.get(memo_key, _MISSING) if memo_key is not None else _MISSING
         if found is not _MISSING:
-            return found  # type: ignore[no-any-return]
+            return cast(T, found)
         try:
             result = convert(value)
         except ValueError as exc:
@@ -693,7 +693,7 @@ def _checked_job(
         reader.problem(line, f"job {name!r}: {message}")
         return None
     # Interned: the state store's rows name the jobs too, and share this string (100k jobs).
-    return _job(reader, sys.intern(name), body, line, defaults, exchange_type)  # type: ignore[arg-type]
+    return _job(reader, sys.intern(str(name)), body, line, defaults, exchange_type)
 
 
 def _job(
@@ -742,9 +742,9 @@ def _job(
     args = _plain_args(data.get("args", ()))
     if args is None:
         args = tuple(reader.get(data, "args", where, values.json_list, []))
-    kwargs = _plain_kwargs(data.get("kwargs", _NO_KWARGS))
+    kwargs: dict[str, Any] | None = _plain_kwargs(data.get("kwargs", _NO_KWARGS))
     if kwargs is None:
-        kwargs = reader.get(data, "kwargs", where, values.json_mapping, {})
+        kwargs = reader.get(data, "kwargs", where, values.json_mapping, _NO_PLAIN_KWARGS)
     if len(reader.problems) > problems_before or schedule is None:
         return None
     spec = _spec_text(data[kinds[0]])
@@ -764,6 +764,7 @@ def _job(
 
 
 _JOB_KEY_SET = frozenset(_JOB_KEYS)
+_NO_PLAIN_KWARGS: dict[str, Any] = {}  # read only: a job without kwargs gets _NO_KWARGS
 _JSON_LEAVES = (str, int, bool, type(None))
 
 

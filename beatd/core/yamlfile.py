@@ -326,7 +326,7 @@ class _Builder:
             event = next_event()
             if type(event) is MappingEndEvent:
                 break
-            line = event.start_mark.line + 1
+            line = event.start_mark.line + 1  # type: ignore[union-attr] # both parsers mark
             # Most keys: untagged, unanchored, and either quoted or plain but not starting with
             # a character PyYAML's resolvers might make a non-string of: the text as written.
             if (
@@ -400,7 +400,7 @@ class _Builder:
             event = next_event()
             if type(event) is SequenceEndEvent:
                 break
-            lines.append(event.start_mark.line + 1)
+            lines.append(event.start_mark.line + 1)  # type: ignore[union-attr]
             if type(event) is ScalarEvent and event.tag is None and not event.anchor:
                 result.append(plain(event))
             else:
@@ -411,11 +411,7 @@ class _Builder:
 
 def _streamable(event: Event) -> bool:
     """A plain mapping (not a set, not an anchor) starts: its entries can be converted."""
-    return (
-        type(event) is MappingStartEvent
-        and not event.anchor  # type: ignore[attr-defined]
-        and event.tag in (None, "!", _MAP)  # type: ignore[attr-defined]
-    )
+    return type(event) is MappingStartEvent and not event.anchor and event.tag in (None, "!", _MAP)
 
 
 def _paths_of_invalid(root: Any) -> dict[int, tuple[Any, ...]]:
