@@ -222,6 +222,8 @@ class _Reader:
         self.file = file
         self.problems: list[Problem] = []
         self.memo: dict[tuple[object, str], object] = {}  # see cached()
+        # (kind, as written, zone): (schedule, spec, fingerprint) that no job's name changes
+        self.schedules: dict[tuple[str, str, tzinfo] | None, tuple[Schedule, str, str]] = {}
 
     def problem(self, line: int | None, message: str) -> None:
         self.problems.append(Problem(self.file, line, message))
@@ -735,9 +737,19 @@ def _job(
         mismatch = values.exchange_type_problem(options["exchange"], exchange_type)
         if mismatch:
             reader.problem(data.lines.get("exchange", line), f"{where}exchange: {mismatch}")
-    # Every kind given is checked, so `beatd check` reports all of a job's problems at once.
-    schedules = [_schedule(reader, data, kind, name, where, zone, jitter) for kind in kinds]
-    schedule = schedules[0] if len(kinds) == 1 else None
+    # A schedule that does not depend on the job (no jitter, no `H` of the job's name) is
+    # shared with every job that writes it the same way, in the same zone: found once.
+    written = data[kinds[0]] if len(kinds) == 1 and not jitter else None
+    shared_key = (kinds[0], written, zone) if isinstance(written, str) else None
+    shared = reader.schedules.get(shared_key) if shared_key is not None else None
+    schedule: Schedule | None
+    if shared is not None:
+        schedule, spec, fingerprint = shared
+    else:
+        # Every kind given is checked, so `beatd check` reports all of a job's problems at once.
+        schedules = [_schedule(reader, data, kind, name, where, zone, jitter) for kind in kinds]
+        schedule = schedules[0] if len(kinds) == 1 else None
+        spec = fingerprint = ""
     task = reader.cached(data, "task", where, values.task_name, "")
     args = _plain_args(data.get("args", ()))
     if args is None:
@@ -747,13 +759,21 @@ def _job(
         kwargs = reader.get(data, "kwargs", where, values.json_mapping, _NO_PLAIN_KWARGS)
     if len(reader.problems) > problems_before or schedule is None:
         return None
-    spec = _spec_text(data[kinds[0]])
+    if shared is None:
+        spec = _spec_text(data[kinds[0]])
+        fingerprint = _fingerprint(kinds[0], spec, zone, jitter)
+        if (
+            shared_key is not None
+            and len(reader.schedules) < _MEMO_KEPT
+            and _alike(shared_key[1], kinds[0])
+        ):
+            reader.schedules[shared_key] = (schedule, spec, fingerprint)
     return Job(
         name=name,
         task=task,
         kind=kinds[0],
         spec=spec,
-        fingerprint=_fingerprint(kinds[0], spec, zone, jitter),
+        fingerprint=fingerprint,
         schedule=schedule,
         timezone=zone,
         args=args,
@@ -761,6 +781,11 @@ def _job(
         line=line,
         **options,
     )
+
+
+def _alike(written: str, kind: str) -> bool:
+    """Whether a schedule written so is the same for every job (an `H` hashes its name)."""
+    return kind != "cron" or not cron.uses_name(written)
 
 
 _JOB_KEY_SET = frozenset(_JOB_KEYS)

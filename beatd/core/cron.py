@@ -201,6 +201,12 @@ def parse(expression: str, hash_key: str = "") -> CronExpr:
         raise
 
 
+def uses_name(expression: str) -> bool:
+    """Whether the expression's values depend on the job name (an `H` field that hashes it)."""
+    plan = _hash_plan(" ".join(expression.split()))
+    return plan is not None and any(by_name for _, by_name, _ in plan)
+
+
 # The fields in a 6-field expression's order; a 5-field one's seconds are "0".
 _FIELDS = (f.SECOND, f.MINUTE, f.HOUR, f.DOM, f.MONTH, f.DOW)
 _NO_SPREADS = (0, 0, 0, 0, 0, 0)
