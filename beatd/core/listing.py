@@ -78,24 +78,23 @@ def _next_runs(jobs: Sequence[Job], now: datetime) -> Iterator[Upcoming]:
     """Each job's next run after now, earliest first. Jobs share schedule objects (most of
     100k jobs share a few thousand), so each schedule's next run is found once; the earliest
     comes before the rest are sorted (`beatd check` asks for that one only)."""
-    found: dict[int, _Item | None] = {}  # id(schedule): its run, for whichever job asked first
-    firsts = []
+    found: dict[int, tuple[datetime, str] | None] = {}  # id(schedule): its run and DST note
+    firsts: list[tuple[datetime, str, Job, str]] = []  # names are unique: jobs never compared
     for job in jobs:
         key = id(job.schedule)  # alive as long as jobs: ids are not reused meanwhile
         if key in found:
-            item = found[key]
-            if item is not None:
-                item = (item[0], job.name, Upcoming(item[0], job, item[2].note))
+            run = found[key]
         else:
-            item = found[key] = _first(job, now)
-        if item is not None:
-            firsts.append(item)
+            item = _first(job, now)
+            run = found[key] = None if item is None else (item[0], item[2].note)
+        if run is not None:
+            firsts.append((run[0], job.name, job, run[1]))
     if not firsts:
         return
-    earliest = min(firsts)  # names are unique: so is the earliest, and sorted puts it first
-    yield earliest[2]
+    at, _, job, note = min(firsts)  # unique, so sorting puts it first too
+    yield Upcoming(at, job, note)
     firsts.sort()
-    yield from (run for _, _, run in itertools.islice(firsts, 1, None))
+    yield from (Upcoming(at, job, note) for at, _, job, note in itertools.islice(firsts, 1, None))
 
 
 def _runs(job: Job, now: datetime) -> Iterator[_Item]:
