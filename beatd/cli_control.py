@@ -9,11 +9,14 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from beatd.core.config import read_config
 from beatd.core.errors import BeatdError, ConfigError
 from beatd.runtime import control
+
+if TYPE_CHECKING:
+    from beatd.history import Outcomes
 
 EXIT_OK, EXIT_INVALID, EXIT_NOT_RUNNING = 0, 1, 3  # 3: as `systemctl status` for inactive
 
@@ -51,6 +54,12 @@ def _status(args: argparse.Namespace) -> int:
         return EXIT_NOT_RUNNING
     if "error" in answer:
         raise BeatdError(f"beatd run: {answer['error']}")
+    outcomes = _outcomes(args.config)
+    if outcomes is not None:  # the run history's word, beside the scheduler's
+        answer["history"] = outcomes.note
+        if (last := outcomes.by_job) is not None:
+            for job in answer["jobs"]:
+                job["last_outcome"] = last.get(job["job"])
     if args.json:
         print(json.dumps(answer, indent=1))
         return EXIT_OK
@@ -58,14 +67,27 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _outcomes(path: str) -> Outcomes | None:
+    from beatd import history  # noqa: PLC0415  (pika: not for pause and resume)
+
+    try:
+        config = read_config(path, os.environ)
+    except ConfigError:
+        return None  # the daemon runs an older, valid version: no `history:` to go by
+    return history.last_outcomes(config)
+
+
 def _table(answer: dict[str, Any]) -> str:
     differs = " (the file on disk differs: reload to run it)" if answer["file_differs"] else ""
     lines = [
         f"beatd run (pid {answer['pid']}): broker {answer['broker']}; {answer['role']}",
         f"schedule: {answer['file']}{differs}; state: {answer['state']}",
+        *([answer["history"]] if "history" in answer else []),
         "",
     ]
-    rows = [("JOB", "NEXT", "LAST SLOT", "PUBLISHED", "MISSED", "UNROUTABLE", "PAUSED")]
+    known = any("last_outcome" in job for job in answer["jobs"])
+    outcome = ("LAST OUTCOME",) if known else ()
+    rows = [("JOB", "NEXT", "LAST SLOT", "PUBLISHED", "MISSED", "UNROUTABLE", *outcome, "PAUSED")]
     for job in answer["jobs"]:
         paused = job["paused"]
         rows.append(
@@ -76,6 +98,7 @@ def _table(answer: dict[str, Any]) -> str:
                 str(job["published"]),
                 str(job["missed"]),
                 str(job["unroutable"]),
+                *((job["last_outcome"] or "-",) if outcome else ()),
                 "-" if paused is None else f"paused: {paused}" if paused else "paused",
             )
         )

@@ -73,9 +73,10 @@ def main() -> None:
     try:
         for _ in range(3):
             started = time.perf_counter()
-            kept, read = asyncio.run(
+            got = asyncio.run(
                 read_events(config, datetime.now(UTC) - timedelta(hours=1), limit=events)
             )
+            kept, read = got.events, got.messages
             read_s = time.perf_counter() - started
             rows = history.fold(kept)
             lines = history.table(rows)

@@ -35,8 +35,14 @@ def write(tmp_path: Path, text: str) -> Path:
 def rows(out: str) -> list[list[str]]:
     """The table's rows (header first) split on runs of two or more spaces."""
     lines = out.rstrip("\n").split("\n")
-    assert lines[-2] == ""
-    return [[c.strip() for c in line.split("  ") if c.strip()] for line in lines[:-2]]
+    table = lines[: lines.index("")]
+    return [[c.strip() for c in line.split("  ") if c.strip()] for line in table]
+
+
+def footer(out: str) -> list[str]:
+    """The lines under the table: the count, then which state file LAST came from."""
+    lines = out.rstrip("\n").split("\n")
+    return lines[lines.index("") + 1 :]
 
 
 @pytest.fixture
@@ -189,7 +195,7 @@ def test_list_summary_says_which_job_fills_the_table(
     busy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, out, _ = run(capsys, "list", "-c", str(busy), "--now", "2026-06-01T00:00Z", "--until", "2h")
-    assert out.rstrip("\n").split("\n")[-1] == "248 runs of 2 jobs listed (240 of them heartbeat)."
+    assert footer(out)[0] == "248 runs of 2 jobs listed (240 of them heartbeat)."
 
 
 def test_streamed_rows_line_up_with_the_header_beyond_the_measured_ones(
@@ -256,7 +262,7 @@ def test_list_at_the_end_of_the_calendar_shows_what_is_left_without_a_traceback(
     if "--json" in extra:
         assert [r["at"] for r in json.loads(out)] == [None, None, None]
     else:
-        assert out.rstrip("\n").split("\n")[-1].endswith("listed.")
+        assert footer(out)[0].endswith("listed.")
 
 
 def test_list_now_outside_the_calendar_in_utc_is_one_line_and_exit_1(
