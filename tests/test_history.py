@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -77,9 +78,46 @@ def test_retries_dead_letters_missed_and_unroutable_runs_read_as_such() -> None:
     ]
 
 
+def test_the_last_outcome_is_each_jobs_newest_run_as_history_says_it() -> None:
+    def at(minute: int) -> dict[str, str]:
+        return {"scheduled_at": f"2026-11-21T05:{minute:02}:00Z"}
+
+    rows = history.fold(
+        [
+            {"event": "published", "job": "a", "run_id": "a@1", **at(1)},
+            {"event": "succeeded", "job": "a", "run_id": "a@1", **at(1)},
+            {
+                "event": "failed",
+                "job": "b",
+                "run_id": "b@1",
+                "scheduled_at": "2026-11-21T05:01:00.000Z",
+            },
+            {"event": "published", "job": "a", "run_id": "a@2", **at(2)},  # no worker has it yet
+            {"event": "started", "job": "c", "run_id": "c@1"},  # no slot: the last seen
+            {"event": "succeeded", "job": "b", "run_id": "b@0", **at(0)},  # older, seen last
+        ]
+    )
+    assert history.last_outcomes(rows) == {
+        "a": "published",
+        "b": "failed, dead-lettered",
+        "c": "started",
+    }
+
+
+def test_events_older_than_since_are_told_by_their_own_times() -> None:
+    since = history.since_text(T0)
+    assert since == "2026-11-21T05:30:00"
+    assert history.is_since({"at": "2026-11-21T05:30:00.000Z"}, since)
+    assert not history.is_since({"at": "2026-11-21T05:29:59.999Z"}, since)
+    assert history.is_since({"published_at": "2026-11-21T06:00:00.004Z"}, since)
+    assert not history.is_since({"published_at": "2026-11-20T06:00:00.004Z"}, since)
+    assert history.is_since({"event": "missed", "published_at": None}, since)  # no time: kept
+
+
 def test_markers_and_foreign_messages_on_the_stream_are_ignored() -> None:
     assert history.decode(history.MARKER_TYPE, b"") == []
     assert history.decode("beatd.started", b"not json") == []
+    assert history.decode("beatd.started", b"\xff not utf-8") == []
     assert history.decode("beatd.started", b'{"no": "event"}') == []
     assert history.decode(history.SCHEDULER_TYPE, b'{"events": [1, {"run_id": "a"}]}') == [
         {"run_id": "a"}
@@ -275,6 +313,22 @@ def test_a_read_is_bounded_by_the_limit_not_by_what_the_stream_holds(
     runs, _ = read(datetime.now(UTC) - timedelta(hours=1), 9_000)
     assert (runs[0], runs[-1], len(runs)) == ("j@5000", "j@9999", 5_000), "older by their times"
     assert asyncio.run(read_events(config, None, limit=10)).messages == 11  # 2 markers so far
+    # --since later than the newest `limit` messages begin: read from there, found by the
+    # broker's own timestamps (whole seconds), the rest not even read.
+    since = (datetime.now(UTC) + timedelta(seconds=1)).replace(microsecond=0)
+    time.sleep((since - datetime.now(UTC)).total_seconds() + 0.2)
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        channel = connection.channel()
+        now = datetime.now(UTC).isoformat()
+        for i in range(10):
+            body = json.dumps({"event": "succeeded", "job": "j", "run_id": f"new@{i}", "at": now})
+            channel.basic_publish("", stream, body.encode())
+    finally:
+        connection.close()
+    runs, messages = read(since, 9_000)
+    assert runs == [f"new@{i}" for i in range(10)]
+    assert messages <= 12, "the 10, the marker, perhaps the chunk before --since"
 
 
 def test_the_schedulers_slot_wins_when_the_workers_event_came_first() -> None:

@@ -210,6 +210,35 @@ def test_streamed_rows_line_up_with_the_header_beyond_the_measured_ones(
             assert line[start - 2 : start] == "  " and line[start] != " ", (column, line)
 
 
+def test_last_outcomes_are_a_column_after_last_only_when_given(busy: Path) -> None:
+    config = read_config(busy, {})
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    outcomes = {"daily": "failed, dead-lettered", "heartbeat": "succeeded"}
+
+    def table(outcomes: dict[str, str] | None) -> list[str]:
+        runs = listing.upcoming(config.jobs, now, 3000)  # streamed past the measured rows
+        return list(
+            listing.table(runs, {}, now, UTC, jobs=config.jobs, stream=True, outcomes=outcomes)
+        )
+
+    lines = table(outcomes)
+    assert lines[0].split()[:7] == ["NEXT", "(UTC)", "LEFT", "LAST", "LAST", "OUTCOME", "JOB"]
+    start = lines[0].index("JOB")
+    by_job = {line[start:].split()[0]: line for line in lines[1:3001]}
+    outcome = lines[0].index("LAST OUTCOME")
+    assert by_job["daily"][outcome:start].rstrip() == "failed, dead-lettered"
+    assert by_job["quarter"][outcome:start].rstrip() == "-"  # no event of it read
+    for line in lines[1:3001]:  # every streamed row lines up, the widest outcome included
+        assert line[start - 2 : start] == "  " and line[start] != " ", line
+    assert "OUTCOME" not in table(None)[0]
+    records = listing.json_chunks(listing.upcoming(config.jobs, now), {}, outcomes)
+    assert [r.get("last_outcome") for r in json.loads("".join(records))] == [
+        "succeeded", None, "failed, dead-lettered"
+    ]  # fmt: skip
+    plain = listing.json_chunks(listing.upcoming(config.jobs, now), {})
+    assert all("last_outcome" not in r for r in json.loads("".join(plain)))
+
+
 def test_list_memory_stays_flat_however_many_runs_are_asked_for(busy: Path) -> None:
     config = read_config(busy, {})
     now = datetime(2026, 6, 1, tzinfo=UTC)

@@ -177,6 +177,12 @@ def table(rows: Sequence[Row]) -> list[str]:
 
 
 def last_outcomes(rows: Iterable[Row]) -> dict[str, str]:
-    """Per job, the outcome of its newest run (rows in the order runs were first seen):
-    `published` while no worker has said anything of it yet."""
-    return {row.job: row.outcome for row in rows}
+    """Per job, the outcome of its newest run: the latest slot, else the last seen (a read
+    that begins mid-stream can first see an older run by its late events). `published` while
+    no worker has said anything of it yet."""
+    newest: dict[str, tuple[str, Row]] = {}
+    for row in rows:
+        slot = (row.scheduled_at or "")[:19]  # the worker writes milliseconds, the scheduler not
+        if slot >= newest.get(row.job, ("", row))[0]:
+            newest[row.job] = (slot, row)
+    return {job: row.outcome for job, (_, row) in newest.items()}
