@@ -33,10 +33,16 @@ OUTCOME_TIMEOUT_S = 5.0  # `beatd list` and `status` answer without them rather 
 FIRST_WAIT_S = 1.0  # for the last chunk of a stream read without a marker: none is empty
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Read:
     events: list[dict[str, Any]]  # oldest first
     messages: int  # messages decoded, the marker included
+
+    def __repr__(self) -> str:
+        # Short: Python 3.11's asyncio.run formats the main task, result included, into an
+        # exception message it then drops (signal.getsignal on its SIGINT handler); the
+        # generated repr of 10,000 events cost 0.2-0.5 s at every `beatd history`.
+        return f"Read({len(self.events)} events, {self.messages} messages)"
 
 
 async def read_events(

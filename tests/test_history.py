@@ -21,7 +21,7 @@ from beatd.core import history, plan
 from beatd.core.config import HistoryConfig, parse_config
 from beatd.core.errors import ConfigError
 from beatd.core.ports import Outcome
-from beatd.history import read_events
+from beatd.history import Read, read_events
 from beatd.scheduler.history import HistorySink
 from tests.clock import utc
 from tests.fakebroker import Queue
@@ -102,6 +102,10 @@ def test_the_last_outcome_is_each_jobs_newest_run_as_history_says_it() -> None:
         "b": "failed, dead-lettered",
         "c": "started",
     }
+
+
+def test_a_read_has_a_short_repr_as_asyncio_run_formats_its_result() -> None:
+    assert repr(Read([{"event": "succeeded"}] * 10_000, 10_001)) == "Read(10000 events, 10001 messages)"
 
 
 def test_events_older_than_since_are_told_by_their_own_times() -> None:
