@@ -105,7 +105,8 @@ def test_the_last_outcome_is_each_jobs_newest_run_as_history_says_it() -> None:
 
 
 def test_a_read_has_a_short_repr_as_asyncio_run_formats_its_result() -> None:
-    assert repr(Read([{"event": "succeeded"}] * 10_000, 10_001)) == "Read(10000 events, 10001 messages)"
+    read = Read([{"event": "succeeded"}] * 10_000, 10_001)
+    assert repr(read) == "Read(10000 events, 10001 messages)"
 
 
 def test_events_older_than_since_are_told_by_their_own_times() -> None:
