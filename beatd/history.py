@@ -59,8 +59,9 @@ async def read_events(
     scheduler's batches, which hold every job).
 
     exact: up to a marker the reader appends (it needs the right to publish to the stream).
-    Otherwise (`list`, `status`, which run often and perhaps as a read-only user) nothing is
-    written: the read ends with the stream's last chunk, which the broker sends at once."""
+    Otherwise (`list`, `status`, which may run every few seconds: a marker each would crowd
+    the events out of the window) nothing is written, and the read ends with the stream's last
+    chunk, which the broker sends at attach."""
     stream = (config.history or HistoryConfig()).stream
     link = await one_shot(config.broker, name="history", timeout_s=min(15.0, timeout_s))
     reader = _Reader(link, stream, since, limit, job, exact)
