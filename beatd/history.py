@@ -6,7 +6,8 @@ then appends a marker (an empty message of type beatd.marker, ignored by every r
 reads up to it: the marker's offset is where the stream ended when the command started. Then it
 reads the newest `limit` messages before that from their offset, or from --since if that starts
 later, so the work is bounded by the limit however much the stream holds (each message holds at
-least one event); events older than --since are dropped by their own times."""
+least one event); events older than --since are dropped by their own times. `list` and
+`status` write no marker: they take the offset the stream's last chunk begins at instead."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from beatd.runtime.rabbitmq import Link, one_shot
 PREFETCH = 2000  # streams require a prefetch; this many in flight keeps the socket busy
 ACK_EVERY = 500  # one ack (multiple) per this many: an ack per message was a third of the time
 READ_TIMEOUT_S = 60.0
-OUTCOME_WINDOW = 5_000  # messages read for the last outcomes: about a third of a second
+OUTCOME_WINDOW = 5_000  # messages read for the last outcomes: 0.3-0.45 s of CPU
 OUTCOME_TIMEOUT_S = 5.0  # `beatd list` and `status` answer without them rather than hang
 FIRST_WAIT_S = 1.0  # for the last chunk of a stream read without a marker: none is empty
 
@@ -104,6 +105,8 @@ def last_outcomes(
 
 
 class _Reader:
+    """One read: the tail (up to the marker, or the last chunk), then the window before it."""
+
     def __init__(
         self,
         link: Link,
