@@ -289,19 +289,21 @@ def test_a_read_is_bounded_by_the_limit_not_by_what_the_stream_holds(
     stream = rabbit.name("stream")
     rabbit.queues.append(stream)
     old = (datetime.now(UTC) - timedelta(hours=2)).isoformat().replace("+00:00", "Z")
+    path = tmp_path / "b.yaml"
+    path.write_text(f"broker:\n  url: {AMQP_URL}\nhistory:\n  stream: {stream}\njobs: {{}}\n")
+    config = parse_config(path.read_text(), str(path), {})
     connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     try:
         channel = connection.channel()
         channel.queue_declare(stream, durable=True, arguments={"x-queue-type": "stream"})
+        empty = asyncio.run(read_events(config, None, limit=100, exact=False))
+        assert (empty.events, empty.messages) == ([], 0)  # no last chunk comes: nothing to read
         for i in range(10_000):
             at = {"at": old} if i < 5_000 else {}  # the first half from two hours ago
             body = json.dumps({"event": "succeeded", "job": "j", "run_id": f"j@{i}", **at})
             channel.basic_publish("", stream, body.encode())
     finally:
         connection.close()
-    path = tmp_path / "b.yaml"
-    path.write_text(f"broker:\n  url: {AMQP_URL}\nhistory:\n  stream: {stream}\njobs: {{}}\n")
-    config = parse_config(path.read_text(), str(path), {})
 
     def read(since: datetime | None, limit: int, *, exact: bool = True) -> tuple[list[str], int]:
         got = asyncio.run(read_events(config, since, limit=limit, exact=exact))
