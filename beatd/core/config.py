@@ -78,6 +78,7 @@ class BrokerConfig:
     heartbeat: timedelta = timedelta(seconds=30)
     password: str | None = field(default=None, repr=False)  # from password_file
     tls: TlsConfig = TlsConfig()  # used for amqps:// URLs
+    control_exchange: str = "beatd.control"  # beatd status/pause/resume (core.control)
 
     def redacted_urls(self) -> tuple[str, ...]:
         return tuple(values.redact(url) for url in self.urls)
@@ -329,7 +330,9 @@ _TOP_KEYS = (
     "timezone", "broker", "state", "defaults", "jobs", "worker", "tasks", "signing", "metrics",
     "history", "ha",
 )  # fmt: skip
-_BROKER_KEYS = ("url", "exchange", "exchange_type", "password_file", "heartbeat", "tls")
+_BROKER_KEYS = (
+    "url", "exchange", "exchange_type", "password_file", "heartbeat", "tls", "control_exchange"
+)  # fmt: skip
 
 
 def _metrics(reader: _Reader, top: YMap) -> tuple[str, int] | None:
@@ -395,6 +398,9 @@ def _broker(
         heartbeat=reader.get(data, "heartbeat", where, values.duration, _BROKER.heartbeat),
         password=password,
         tls=tls,
+        control_exchange=reader.get(
+            data, "control_exchange", where, values.declared_exchange, _BROKER.control_exchange
+        ),
     )
 
 

@@ -104,7 +104,13 @@ class Channel:
         return future
 
     async def declare_exchange(
-        self, name: str, kind: str = "topic", *, passive: bool = False, durable: bool = True
+        self,
+        name: str,
+        kind: str = "topic",
+        *,
+        passive: bool = False,
+        durable: bool = True,
+        auto_delete: bool = False,
     ) -> None:
         await self._rpc(
             self._ch.exchange_declare,
@@ -112,6 +118,7 @@ class Channel:
             exchange_type=kind,
             passive=passive,
             durable=durable,
+            auto_delete=auto_delete,
         )
 
     async def declare_queue(
@@ -133,6 +140,18 @@ class Channel:
             arguments=dict(arguments or {}),
         )
         return int(frame.method.message_count)
+
+    async def declare_private_queue(self, arguments: Mapping[str, Any]) -> str:
+        """Declare a server-named, exclusive, auto-delete queue; return the name it was given."""
+        frame = await self._rpc(
+            self._ch.queue_declare,
+            queue="",
+            durable=False,
+            exclusive=True,
+            auto_delete=True,
+            arguments=dict(arguments),
+        )
+        return str(frame.method.queue)
 
     async def get(self, queue: str) -> bytes | None:
         """basic.get one message unacknowledged (it goes back when this channel closes);
@@ -286,9 +305,12 @@ class Channel:
         *,
         prefetch: int,
         arguments: Mapping[str, Any] | None = None,
+        auto_ack: bool = False,
     ) -> str:
-        """Start consuming queue with at most `prefetch` unacked messages; return the tag."""
-        await self._rpc(self._ch.basic_qos, prefetch_count=prefetch)
+        """Start consuming queue with at most `prefetch` unacked messages; return the tag.
+        auto_ack: deliveries need no ack (RabbitMQ's direct reply-to requires it)."""
+        if not auto_ack:
+            await self._rpc(self._ch.basic_qos, prefetch_count=prefetch)
 
         def deliver(_ch: Any, method: Any, properties: Any, body: bytes) -> None:
             on_message(
@@ -303,7 +325,7 @@ class Channel:
                 )
             )
 
-        return await self._consume(queue, deliver, arguments)
+        return await self._consume(queue, deliver, arguments, auto_ack)
 
     async def consume_lean(
         self,
@@ -324,7 +346,11 @@ class Channel:
         return await self._consume(queue, deliver, arguments)
 
     async def _consume(
-        self, queue: str, deliver: Callable[..., None], arguments: Mapping[str, Any] | None
+        self,
+        queue: str,
+        deliver: Callable[..., None],
+        arguments: Mapping[str, Any] | None,
+        auto_ack: bool = False,
     ) -> str:
         args = dict(arguments) if arguments else None
         if args and type(args.get(STREAM_OFFSET)) is int:
@@ -332,7 +358,11 @@ class Channel:
             # int as a signed int, which the broker ignores, attaching at "next" instead.
             args[STREAM_OFFSET] = pika.compat.long(args[STREAM_OFFSET])
         future: asyncio.Future[Any] = self._rpc(
-            self._ch.basic_consume, queue=queue, on_message_callback=deliver, arguments=args
+            self._ch.basic_consume,
+            queue=queue,
+            on_message_callback=deliver,
+            auto_ack=auto_ack,
+            arguments=args,
         )
         frame = await future
         return str(frame.method.consumer_tag)
