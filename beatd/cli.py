@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from beatd import __version__, cli_control
 from beatd.core import calendar, cron, durations, listing, values
@@ -26,6 +26,9 @@ from beatd.core.errors import BeatdError, ConfigError, CronError
 from beatd.core.messages import iso_utc
 from beatd.runtime import collector, control
 from beatd.runtime.state import read_states
+
+if TYPE_CHECKING:
+    from beatd.history import Outcomes
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
 DEFAULT_CONFIG = "/etc/beatd/beatd.yaml"
@@ -342,6 +345,8 @@ def _list(args: argparse.Namespace) -> int:
     state_file = _state_file(Path(config.state))
     states = read_states(state_file)  # a bad file: one clean error first
     pauses = control.read_pauses(state_file)
+    outcomes = _outcomes(config)
+    last = None if outcomes is None else outcomes.by_job
     zone = None if args.local else config.timezone
     bounded: listing.Bounded | None = None
     runs: Iterable[listing.Upcoming]
@@ -355,13 +360,19 @@ def _list(args: argparse.Namespace) -> int:
             )
         runs = bounded = listing.Bounded(listing.upcoming(jobs, now, args.count, until), limit)
     if args.json:
-        sys.stdout.writelines(listing.json_chunks(runs, states))
+        sys.stdout.writelines(listing.json_chunks(runs, states, last))
+        if outcomes is not None and last is None:  # the array has no room for why
+            print(f"beatd list: {outcomes.note}", file=sys.stderr)
     else:
         enabled = [job for job in jobs if job.enabled]
         if pauses:
             runs = (_paused(run, pauses) for run in runs)
-        lines = listing.table(runs, states, now, zone, jobs=enabled, stream=bounded is not None)
+        lines = listing.table(
+            runs, states, now, zone, jobs=enabled, stream=bounded is not None, outcomes=last
+        )
         sys.stdout.writelines(_lines(lines))
+        footer = [_state_line(Path(config.state), state_file)]
+        sys.stdout.writelines(_lines(footer if outcomes is None else [*footer, outcomes.note]))
     if bounded is not None and bounded.cut and args.count is None:  # --until held more
         end = iso_utc(until or now)
         print(
@@ -388,6 +399,22 @@ def _state_file(configured: Path) -> Path:
         return configured
     systemd = control.SYSTEMD_STATE
     return systemd if systemd.exists() else configured
+
+
+def _state_line(configured: Path, used: Path) -> str:
+    """Which state file LAST came from: the operator sees whether it is the daemon's."""
+    if used != configured:
+        return f"state: {used} (the systemd unit's; {configured} does not exist)"
+    return f"state: {used}" if used.exists() else f"state: {used} (not found: LAST unknown)"
+
+
+def _outcomes(config: Config) -> Outcomes | None:
+    """The run history's last outcome per job; None without a `history:` section."""
+    if config.history is None:  # no broker connection, no pika import
+        return None
+    from beatd import history  # noqa: PLC0415  (see _trigger)
+
+    return history.last_outcomes(config)
 
 
 def _lines(lines: Iterable[str]) -> Iterator[str]:
@@ -451,8 +478,8 @@ def _history(args: argparse.Namespace) -> int:
         print(f"beatd history: note: no job {args.job!r} in {args.config}", file=sys.stderr)
     since = datetime.now(UTC) - args.since
     limit = min(args.limit, 1_000_000)
-    events, _read = asyncio.run(reader.read_events(config, since, limit=limit))
-    rows = history.fold(events, args.job)
+    read = asyncio.run(reader.read_events(config, since, limit=limit, job=args.job))
+    rows = history.fold(read.events, args.job)
     if args.json:
         print(json.dumps([row.as_json() for row in rows], indent=None))
         return EXIT_OK

@@ -116,6 +116,7 @@ def _status(args: argparse.Namespace) -> int:
     # The leader's table first: it is the one publishing; standbys only follow it.
     answers.sort(key=lambda a: not a.get("leading", True))
     leader, others = answers[0], answers[1:]
+    _add_outcomes(leader, config)
     if args.json:
         print(json.dumps({**leader, "others": others}, indent=1))
         return EXIT_OK
@@ -137,14 +138,33 @@ def _who(answer: dict[str, Any]) -> str:
     return f"{answer.get('host', 'this host')} (pid {answer['pid']})"
 
 
+def _add_outcomes(answer: dict[str, Any], config: Config | None) -> None:
+    """The run history's word beside the scheduler's: each job's last outcome, and where it
+    came from or why it is unknown (with a `history:` section in the file)."""
+    if config is None or config.history is None:
+        return
+    from beatd import history  # noqa: PLC0415  (pika and its reader: not for pause, resume)
+
+    outcomes = history.last_outcomes(config)
+    if outcomes is None:
+        return
+    answer["history"] = outcomes.note
+    if (last := outcomes.by_job) is not None:
+        for job in answer["jobs"]:
+            job["last_outcome"] = last.get(job["job"])
+
+
 def _table(answer: dict[str, Any]) -> str:
     differs = " (the file on disk differs: reload to run it)" if answer["file_differs"] else ""
     lines = [
         f"beatd run on {_who(answer)}: broker {answer['broker']}; {answer['role']}",
         f"schedule: {answer['file']}{differs}; state: {answer['state']}",
+        *([answer["history"]] if "history" in answer else []),
         "",
     ]
-    rows = [("JOB", "NEXT", "LAST SLOT", "PUBLISHED", "MISSED", "UNROUTABLE", "PAUSED")]
+    known = any("last_outcome" in job for job in answer["jobs"])
+    outcome = ("LAST OUTCOME",) if known else ()
+    rows = [("JOB", "NEXT", "LAST SLOT", "PUBLISHED", "MISSED", "UNROUTABLE", *outcome, "PAUSED")]
     for job in answer["jobs"]:
         paused = job["paused"]
         rows.append(
@@ -155,6 +175,7 @@ def _table(answer: dict[str, Any]) -> str:
                 str(job["published"]),
                 str(job["missed"]),
                 str(job["unroutable"]),
+                *((job["last_outcome"] or "-",) if outcome else ()),
                 "-" if paused is None else f"paused: {paused}" if paused else "paused",
             )
         )

@@ -1,10 +1,14 @@
 """`beatd history` against the real RabbitMQ on 127.0.0.1:5672: how long reading the newest
-10,000 events of a stream takes (connect, marker, consume from --since, fold into rows).
+10,000 events takes, from a stream holding 10,000 and one holding 100,000, side by side with the
+reader before issue 11's bounded read (everything since --since, a Delivery per message).
 
-    .venv/bin/python bench/history_bench.py [EVENTS]
+    .venv/bin/python bench/history_bench.py [SMALL [BIG]]
 
-Fills a stream of its own with EVENTS (default 10,000) worker events of realistic size plus
-scheduler batches for the same runs, reads it back three times, prints each run, deletes it.
+Fills two streams of its own with SMALL (default 10,000) and BIG (default 100,000) worker events
+of realistic size plus the scheduler's batches for the same runs, reads each back three times
+with each reader in turn (and once as `beatd list` does for its last outcomes), prints the
+median wall and CPU time of each, and deletes the streams. The machine is shared: compare the
+columns of one run, not numbers across runs.
 """
 
 from __future__ import annotations
@@ -12,11 +16,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import statistics
 import sys
 import time
 import uuid
+from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pika
 
@@ -24,10 +32,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from beatd.core import history  # noqa: E402
-from beatd.core.config import parse_config  # noqa: E402
-from beatd.history import read_events  # noqa: E402
+from beatd.core.config import Config, HistoryConfig, parse_config  # noqa: E402
+from beatd.core.messages import Properties  # noqa: E402
+from beatd.core.ports import Delivery  # noqa: E402
+from beatd.history import OUTCOME_WINDOW, read_events  # noqa: E402
+from beatd.runtime.rabbitmq import one_shot  # noqa: E402
 
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+LIMIT = 10_000
+REPEATS = 3
 
 
 def fill(stream: str, events: int) -> None:
@@ -54,7 +67,10 @@ def fill(stream: str, events: int) -> None:
             "output": "x" * 80, "reason": None, "detail": None, "retry_in_s": None,
             "queue": "beatd.tasks", "worker": "host:1234", "at": now.isoformat(),
         }  # fmt: skip
-        channel.basic_publish("", stream, json.dumps(body).encode(), pika.BasicProperties())
+        props = pika.BasicProperties(
+            type="beatd.succeeded", headers={"beatd-job": body["job"], "beatd-event": "succeeded"}
+        )
+        channel.basic_publish("", stream, json.dumps(body).encode(), props)
     connection.close()
 
 
@@ -64,28 +80,111 @@ def drop(stream: str) -> None:
     connection.close()
 
 
-def main() -> None:
-    events = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
-    stream = f"bench-history-{uuid.uuid4().hex[:8]}"
-    fill(stream, events)
-    config = parse_config(f"broker:\n  url: {URL}\nhistory:\n  stream: {stream}\n", "b.yaml", {})
-    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
+async def read_before(config: Config, since: datetime, *, limit: int) -> tuple[int, int]:
+    """The reader as it was before the bounded read: every message since `since`, through
+    Channel.consume (a Delivery and Properties per message), newest `limit` events kept."""
+    stream = (config.history or HistoryConfig()).stream
+    link = await one_shot(config.broker, name="history-before")
     try:
-        for _ in range(3):
-            started = time.perf_counter()
-            kept, read = asyncio.run(
-                read_events(config, datetime.now(UTC) - timedelta(hours=1), limit=events)
-            )
-            read_s = time.perf_counter() - started
-            rows = history.fold(kept)
-            lines = history.table(rows)
-            total_s = time.perf_counter() - started
-            print(
-                f"read {read} messages ({len(kept)} events kept) in {read_s * 1000:.0f} ms; "
-                f"{len(rows)} rows, {len(lines)} lines; total {total_s * 1000:.0f} ms"
-            )
+        channel = await link.channel(0)
+        marker = f"marker-{uuid.uuid4()}"
+        await channel.send("", stream, b"", Properties(message_id=marker, type=history.MARKER_TYPE))
+        kept: deque[dict[str, Any]] = deque(maxlen=limit)
+        done = asyncio.get_running_loop().create_future()
+        read = 0
+
+        def on_message(delivery: Delivery) -> None:
+            nonlocal read
+            read += 1
+            props = delivery.properties
+            ours = props.type == history.MARKER_TYPE and props.message_id == marker
+            if ours or read % 500 == 0:
+                delivery.channel.settle(delivery.delivery_tag, ack=True, multiple=True)
+            if ours:
+                if not done.done():
+                    done.set_result(None)
+                return
+            kept.extend(history.decode(props.type or "", delivery.body))
+
+        await channel.consume(
+            stream, on_message, prefetch=2000, arguments={"x-stream-offset": since}
+        )
+        await asyncio.wait_for(done, 120)
+        return len(kept), read
     finally:
-        drop(stream)
+        await link.close()
+
+
+async def read_now(config: Config, since: datetime, *, limit: int) -> tuple[int, int]:
+    got = await read_events(config, since, limit=limit)
+    return len(got.events), got.messages
+
+
+async def read_outcomes(config: Config, _since: datetime, *, limit: int) -> tuple[int, int]:
+    got = await read_events(config, None, limit=OUTCOME_WINDOW, exact=False)
+    return len(got.events), got.messages
+
+
+Reader = Callable[..., Any]
+
+
+def timed(reader: Reader, config: Config) -> tuple[float, float, int, int]:
+    since = datetime.now(UTC) - timedelta(hours=1)
+    wall, cpu = time.perf_counter(), time.process_time()
+    kept, read = asyncio.run(reader(config, since, limit=LIMIT))
+    return time.perf_counter() - wall, time.process_time() - cpu, kept, read
+
+
+def json_decoding() -> str:
+    """json.loads(bytes) against history.decode's str decode, on 10,000 worker events."""
+    body = json.dumps({"event": "succeeded", "run_id": "j@1", "output": "x" * 80}).encode()
+    started = time.perf_counter()
+    for _ in range(10_000):
+        json.loads(body)
+    loads = time.perf_counter() - started
+    started = time.perf_counter()
+    for _ in range(10_000):
+        history.decode("beatd.succeeded", body)
+    ours = time.perf_counter() - started
+    return f"json.loads(bytes) {loads * 1000:.0f} ms, history.decode {ours * 1000:.0f} ms"
+
+
+def main() -> None:
+    small = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
+    big = int(sys.argv[2]) if len(sys.argv) > 2 else 100_000
+    streams = {size: f"bench-history-{size}-{uuid.uuid4().hex[:8]}" for size in (small, big)}
+    try:
+        for size, stream in streams.items():
+            fill(stream, size)
+        print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f} at the start")
+        readers: dict[str, Reader] = {"before": read_before, "now": read_now}
+        for size, stream in streams.items():
+            config = parse_config(
+                f"broker:\n  url: {URL}\nhistory:\n  stream: {stream}\n", "b.yaml", {}
+            )
+            times: dict[str, list[tuple[float, float, int, int]]] = {k: [] for k in readers}
+            for _ in range(REPEATS):  # interleaved: a load spike hits both
+                for name, reader in readers.items():
+                    times[name].append(timed(reader, config))
+            print(f"stream of {size:,} worker events + {size // history.BATCH_RUNS} batches:")
+            for name, runs in times.items():
+                wall = statistics.median(r[0] for r in runs) * 1000
+                cpu = statistics.median(r[1] for r in runs) * 1000
+                _, _, kept, read = runs[-1]
+                print(
+                    f"  {name:<7} median {wall:5.0f} ms wall, {cpu:5.0f} ms CPU; "
+                    f"{read:,} messages read, {kept:,} events kept"
+                )
+            wall, cpu, kept, read = timed(read_outcomes, config)
+            print(
+                f"  list's last outcomes: {wall * 1000:.0f} ms wall, {cpu * 1000:.0f} ms CPU; "
+                f"{read:,} messages read"
+            )
+        print(json_decoding())
+        print(f"load {os.getloadavg()[0]:.2f} at the end")
+    finally:
+        for stream in streams.values():
+            drop(stream)
 
 
 if __name__ == "__main__":

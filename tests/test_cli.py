@@ -22,6 +22,7 @@ from beatd.core.cron import parse
 from beatd.core.errors import ConfigError
 from beatd.core.jobstate import JobState
 from beatd.core.schedules import EPOCH
+from beatd.runtime import control
 from beatd.runtime.state import State
 from beatd.worker import daemon
 
@@ -75,8 +76,14 @@ def schedule(tmp_path: Path) -> Path:
 def table_rows(out: str) -> list[list[str]]:
     """The table's rows split on runs of two or more spaces, header first."""
     lines = out.rstrip("\n").split("\n")
-    assert lines[-2] == ""  # a blank line, then the summary
-    return [[cell for cell in line.split("  ") if cell] for line in lines[:-2]]
+    table = lines[: lines.index("")]  # a blank line, then the summary and the state file
+    return [[cell for cell in line.split("  ") if cell] for line in table]
+
+
+def footer(out: str) -> list[str]:
+    """The lines under the table: the count, then which state file LAST came from."""
+    lines = out.rstrip("\n").split("\n")
+    return lines[lines.index("") + 1 :]
 
 
 def cells(row: list[str]) -> list[str]:
@@ -208,7 +215,7 @@ def test_list_shows_each_job_sorted_by_next_run_with_systemctl_columns(
         ],
         ["-", "disabled", "-", "paused", "every 1h", "x.y"],
     ]  # fmt: skip
-    assert out.rstrip("\n").split("\n")[-1] == "5 jobs listed."
+    assert footer(out)[0] == "5 jobs listed."
 
 
 def test_list_columns_line_up(schedule: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -238,6 +245,37 @@ def test_list_shows_the_last_run_from_the_state_file(
     assert rows["nightly"][2] == "Sat 2026-10-24 02:30:00 EDT"  # in the job's zone
 
 
+def test_list_says_under_the_table_which_state_file_it_read(
+    schedule: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    systemd = tmp_path / "var-lib-beatd" / "state.db"
+    monkeypatch.setattr(control, "SYSTEMD_STATE", systemd)
+    configured = tmp_path / "state.db"
+    code, out, err = run(capsys, "list", "-c", str(schedule), "--now", NOW)
+    assert (code, err) == (0, "")
+    assert footer(out) == ["5 jobs listed.", f"state: {configured} (not found: LAST unknown)"]
+    # From a shell without STATE_DIRECTORY: the daemon's file under the shipped unit.
+    systemd.parent.mkdir()
+    last = datetime(2026, 10, 24, 6, 30, tzinfo=UTC)
+    state = State(systemd)
+    state.save([JobState("nightly", "f", cursor=last, last_slot=last)])
+    state.close()
+    _, out, _ = run(capsys, "list", "-c", str(schedule), "--now", NOW)
+    assert footer(out)[1:] == [
+        f"state: {systemd} (the systemd unit's; {configured} does not exist)"
+    ]
+    assert {cells(r)[3]: cells(r)[2] for r in table_rows(out)[1:]}["nightly"] != "-"
+    State(configured).close()  # the configured file wins once it exists
+    _, out, _ = run(capsys, "list", "-c", str(schedule), "--now", NOW)
+    assert footer(out)[1:] == [f"state: {configured}"]
+    _, out, _ = run(capsys, "list", "-c", str(schedule), "--now", NOW, "--json")
+    assert "state" not in out  # the JSON array has no room for it: the contract stays
+
+
 def test_list_with_a_corrupt_state_file_is_a_clear_error(
     schedule: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -262,7 +300,7 @@ def test_list_count_shows_the_next_n_runs_of_all_jobs_in_time_order(
         ("Sat 2026-10-24 14:02:00 CEST", "heartbeat"),
         ("Sat 2026-10-24 14:02:30 CEST", "heartbeat"),
     ]
-    assert out.rstrip("\n").split("\n")[-1] == "5 runs of 1 job listed."
+    assert footer(out)[0] == "5 runs of 1 job listed."
 
 
 def test_list_until_shows_every_run_in_the_window_in_time_order(
@@ -292,7 +330,7 @@ def test_list_job_shows_one_job(schedule: Path, capsys: pytest.CaptureFixture[st
     assert code == 0
     rows = table_rows(out)
     assert [cells(r)[3] for r in rows[1:]] == ["nightly"]
-    assert out.rstrip("\n").split("\n")[-1] == "1 job listed."
+    assert footer(out)[0] == "1 job listed."
 
 
 def test_list_job_with_count_plans_that_job_only(

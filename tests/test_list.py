@@ -35,8 +35,14 @@ def write(tmp_path: Path, text: str) -> Path:
 def rows(out: str) -> list[list[str]]:
     """The table's rows (header first) split on runs of two or more spaces."""
     lines = out.rstrip("\n").split("\n")
-    assert lines[-2] == ""
-    return [[c.strip() for c in line.split("  ") if c.strip()] for line in lines[:-2]]
+    table = lines[: lines.index("")]
+    return [[c.strip() for c in line.split("  ") if c.strip()] for line in table]
+
+
+def footer(out: str) -> list[str]:
+    """The lines under the table: the count, then which state file LAST came from."""
+    lines = out.rstrip("\n").split("\n")
+    return lines[lines.index("") + 1 :]
 
 
 @pytest.fixture
@@ -189,7 +195,7 @@ def test_list_summary_says_which_job_fills_the_table(
     busy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, out, _ = run(capsys, "list", "-c", str(busy), "--now", "2026-06-01T00:00Z", "--until", "2h")
-    assert out.rstrip("\n").split("\n")[-1] == "248 runs of 2 jobs listed (240 of them heartbeat)."
+    assert footer(out)[0] == "248 runs of 2 jobs listed (240 of them heartbeat)."
 
 
 def test_streamed_rows_line_up_with_the_header_beyond_the_measured_ones(
@@ -202,6 +208,35 @@ def test_streamed_rows_line_up_with_the_header_beyond_the_measured_ones(
         start = lines[0].index(column)
         for line in lines[1:3001]:
             assert line[start - 2 : start] == "  " and line[start] != " ", (column, line)
+
+
+def test_last_outcomes_are_a_column_after_last_only_when_given(busy: Path) -> None:
+    config = read_config(busy, {})
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    outcomes = {"daily": "failed, dead-lettered", "heartbeat": "succeeded"}
+
+    def table(outcomes: dict[str, str] | None) -> list[str]:
+        runs = listing.upcoming(config.jobs, now, 3000)  # streamed past the measured rows
+        return list(
+            listing.table(runs, {}, now, UTC, jobs=config.jobs, stream=True, outcomes=outcomes)
+        )
+
+    lines = table(outcomes)
+    assert lines[0].split()[:7] == ["NEXT", "(UTC)", "LEFT", "LAST", "LAST", "OUTCOME", "JOB"]
+    start = lines[0].index("JOB")
+    by_job = {line[start:].split()[0]: line for line in lines[1:3001]}
+    outcome = lines[0].index("LAST OUTCOME")
+    assert by_job["daily"][outcome:start].rstrip() == "failed, dead-lettered"
+    assert by_job["quarter"][outcome:start].rstrip() == "-"  # no event of it read
+    for line in lines[1:3001]:  # every streamed row lines up, the widest outcome included
+        assert line[start - 2 : start] == "  " and line[start] != " ", line
+    assert "OUTCOME" not in table(None)[0]
+    records = listing.json_chunks(listing.upcoming(config.jobs, now), {}, outcomes)
+    assert [r.get("last_outcome") for r in json.loads("".join(records))] == [
+        "succeeded", None, "failed, dead-lettered"
+    ]  # fmt: skip
+    plain = listing.json_chunks(listing.upcoming(config.jobs, now), {})
+    assert all("last_outcome" not in r for r in json.loads("".join(plain)))
 
 
 def test_list_memory_stays_flat_however_many_runs_are_asked_for(busy: Path) -> None:
@@ -256,7 +291,7 @@ def test_list_at_the_end_of_the_calendar_shows_what_is_left_without_a_traceback(
     if "--json" in extra:
         assert [r["at"] for r in json.loads(out)] == [None, None, None]
     else:
-        assert out.rstrip("\n").split("\n")[-1].endswith("listed.")
+        assert footer(out)[0].endswith("listed.")
 
 
 def test_list_now_outside_the_calendar_in_utc_is_one_line_and_exit_1(

@@ -15,6 +15,7 @@ from beatd.core.messages import Run, iso_utc
 BATCH_RUNS = 1000  # scheduler events per message: a 10,000-run burst is 10 messages
 SCHEDULER_TYPE = "beatd.scheduler"  # the AMQP type of a scheduler batch
 MARKER_TYPE = "beatd.marker"  # `beatd history` appends one to know where the stream ended
+_json = json.JSONDecoder().decode
 
 
 def scheduler_event(kind: str, run: Run, now: datetime, *, count: int = 1) -> dict[str, Any]:
@@ -48,14 +49,27 @@ def decode(kind: str, body: bytes) -> list[dict[str, Any]]:
     if kind == MARKER_TYPE:
         return []
     try:
-        data = json.loads(body)
-    except ValueError:
+        data = _json(body.decode())  # not json.loads: it sniffs the encoding of bytes first
+    except ValueError:  # UnicodeDecodeError too
         return []
     if not isinstance(data, dict):
         return []
     if kind == SCHEDULER_TYPE:
         return [e for e in data.get("events", ()) if isinstance(e, dict) and "run_id" in e]
     return [data] if isinstance(data.get("event"), str) and "run_id" in data else []
+
+
+def since_text(since: datetime) -> str:
+    """since as the events write their times, to the second: 2026-11-21T05:30:00."""
+    return iso_utc(since)[:19]
+
+
+def is_since(event: dict[str, Any], since: str) -> bool:
+    """Whether an event happened at or after since (since_text): by the worker's `at` or the
+    scheduler's `published_at`, all UTC ISO 8601 and so in text order. A missed slot has
+    neither and is kept: the stream offset it was read from already bounds it."""
+    moment = event.get("at") or event.get("published_at")
+    return not isinstance(moment, str) or moment[:19] >= since
 
 
 @dataclass
@@ -160,3 +174,15 @@ def table(rows: Sequence[Row]) -> list[str]:
         "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
         for line in [head, *body]
     ]
+
+
+def last_outcomes(rows: Iterable[Row]) -> dict[str, str]:
+    """Per job, the outcome of its newest run: the latest slot, else the last seen (a read
+    that begins mid-stream can first see an older run by its late events). `published` while
+    no worker has said anything of it yet."""
+    newest: dict[str, tuple[str, Row]] = {}
+    for row in rows:
+        slot = (row.scheduled_at or "")[:19]  # the worker writes milliseconds, the scheduler not
+        if slot >= newest.get(row.job, ("", row))[0]:
+            newest[row.job] = (slot, row)
+    return {job: row.outcome for job, (_, row) in newest.items()}

@@ -176,11 +176,19 @@ def schedule_words(job: Job) -> str:
     return f"{text} ({', '.join(notes)})" if notes else text
 
 
-def json_chunks(runs: Iterable[Upcoming], states: Mapping[str, Progress]) -> Iterator[str]:
-    """One JSON array, one object per line, produced as the runs come."""
+def json_chunks(
+    runs: Iterable[Upcoming],
+    states: Mapping[str, Progress],
+    outcomes: Mapping[str, str] | None = None,
+) -> Iterator[str]:
+    """One JSON array, one object per line, produced as the runs come; with outcomes (the run
+    history's), each has its job's `last_outcome` too."""
     separator = "[\n"
     for run in runs:
-        yield separator + json.dumps(_record(run, states.get(run.job.name)), ensure_ascii=False)
+        record = _record(run, states.get(run.job.name))
+        if outcomes is not None:
+            record["last_outcome"] = outcomes.get(run.job.name)
+        yield separator + json.dumps(record, ensure_ascii=False)
         separator = ",\n"
     yield "[]\n" if separator == "[\n" else "\n]\n"
 
@@ -204,9 +212,6 @@ def _record(run: Upcoming, state: Progress | None) -> dict[str, Any]:
     }
 
 
-_Row = tuple[str, str, str, str, str, str, str]  # NEXT LEFT LAST JOB SCHEDULE TASK, and a note
-
-
 def table(
     runs: Iterable[Upcoming],
     states: Mapping[str, Progress],
@@ -215,28 +220,33 @@ def table(
     *,
     jobs: Sequence[Job] = (),
     stream: bool = False,
+    outcomes: Mapping[str, str] | None = None,
 ) -> Iterator[str]:
     """A `systemctl list-timers` style table, line by line, with a count line at the end.
 
-    Times are in zone (None: each job's own). Unless stream, every row is measured before the
-    first is printed; streamed, the first _HEAD rows are, and if more follow, the cells of
-    every one of jobs and room for any time and countdown too.
+    Times are in zone (None: each job's own). With outcomes (the run history's), a LAST
+    OUTCOME column follows LAST. Unless stream, every row is measured before the first is
+    printed; streamed, the first _HEAD rows are, and if more follow, the cells of every one of
+    jobs and room for any time and countdown too.
     """
     where = "each job's zone" if zone is None else zone_name(zone)
-    header: _Row = (f"NEXT ({where})", "LEFT", "LAST", "JOB", "SCHEDULE", "TASK", "")
-    fixed: dict[str, tuple[str, str, str, str]] = {}  # per job: bounded by the file
+    outcome_head = () if outcomes is None else ("LAST OUTCOME",)
+    header = (f"NEXT ({where})", "LEFT", "LAST", *outcome_head, "JOB", "SCHEDULE", "TASK", "")
+    fixed: dict[str, tuple[str, ...]] = {}  # per job: bounded by the file
     counts: Counter[str] = Counter()
 
-    def static(job: Job) -> tuple[str, str, str, str]:
+    def static(job: Job) -> tuple[str, ...]:
         cells = fixed.get(job.name)
         if cells is None:
             state = states.get(job.name)
             last = state.last_slot if state else None
             last_text = "-" if last is None else wall(last, zone or job.timezone)
-            cells = fixed[job.name] = (last_text, job.name, schedule_words(job), job.task)
+            outcome = () if outcomes is None else (outcomes.get(job.name) or "-",)
+            cells = (last_text, *outcome, job.name, schedule_words(job), job.task)
+            fixed[job.name] = cells
         return cells
 
-    def row(run: Upcoming) -> _Row:
+    def row(run: Upcoming) -> tuple[str, ...]:
         job = run.job
         name = job.name
         counts[name] = counts.get(name, 0) + 1
@@ -252,15 +262,16 @@ def table(
     rows = map(row, runs)
     head = list(itertools.islice(rows, _HEAD + 1)) if stream else list(rows)
     measured: list[Sequence[str]] = [header, *head]
+    padded = len(header) - 1  # the note, last, is not padded
     if len(head) > _HEAD:  # more follow: make room for any job's cells and any time
         measured += [("", "", *static(job), "") for job in jobs]
-        measured.append(("x" * TIME_WIDTH, "x" * _LEFT_WIDTH, "", "", "", "", ""))
-    widths = [max(len(r[i]) for r in measured) for i in range(6)]
+        measured.append(("x" * TIME_WIDTH, "x" * _LEFT_WIDTH))
+    widths = [max(len(r[i]) for r in measured if i < len(r)) for i in range(padded)]
     del measured
     line = "  ".join(f"{{:<{width}}}" for width in widths)  # each cell padded to its column
     for cells in itertools.chain([header], head, rows):
-        text = line.format(*cells)  # the note, cells[6], is not in the format: left out
-        yield f"{text}  {cells[6]}" if cells[6] else text.rstrip()
+        text = line.format(*cells)  # the note, cells[-1], is not in the format: left out
+        yield f"{text}  {cells[-1]}" if cells[-1] else text.rstrip()
     yield ""
     yield _summary(counts)
 

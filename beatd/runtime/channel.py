@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pika
+import pika.compat
 import pika.exceptions
 import pika.spec
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 _decode_properties = pika.spec.BasicProperties.decode
 AMQPError = pika.exceptions.AMQPError
+STREAM_OFFSET = "x-stream-offset"  # where a stream consumer starts; each delivery's offset
 # What pika raises for a message it cannot encode (and so never sends).
 _UNSENDABLE = (
     pika.exceptions.UnsupportedAMQPFieldException,
@@ -323,12 +325,44 @@ class Channel:
                 )
             )
 
+        return await self._consume(queue, deliver, arguments, auto_ack)
+
+    async def consume_lean(
+        self,
+        queue: str,
+        on_message: Callable[[int, Any, bytes], None],
+        *,
+        prefetch: int,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> str:
+        """consume() for a reader of many small messages (`beatd history`): on_message gets
+        the delivery tag, the properties as pika decoded them (attributes type, message_id,
+        headers) and the body, without a Delivery and Properties built for each message."""
+        await self._rpc(self._ch.basic_qos, prefetch_count=prefetch)
+
+        def deliver(_ch: Any, method: Any, properties: Any, body: bytes) -> None:
+            on_message(method.delivery_tag, properties, body)
+
+        return await self._consume(queue, deliver, arguments)
+
+    async def _consume(
+        self,
+        queue: str,
+        deliver: Callable[..., None],
+        arguments: Mapping[str, Any] | None,
+        auto_ack: bool = False,
+    ) -> str:
+        args = dict(arguments) if arguments else None
+        if args and type(args.get(STREAM_OFFSET)) is int:
+            # RabbitMQ takes a numeric stream offset only as an AMQP long; pika sends a small
+            # int as a signed int, which the broker ignores, attaching at "next" instead.
+            args[STREAM_OFFSET] = pika.compat.long(args[STREAM_OFFSET])
         future: asyncio.Future[Any] = self._rpc(
             self._ch.basic_consume,
             queue=queue,
             on_message_callback=deliver,
             auto_ack=auto_ack,
-            arguments=dict(arguments) if arguments else None,
+            arguments=args,
         )
         frame = await future
         return str(frame.method.consumer_tag)

@@ -249,6 +249,11 @@ class Link:
             await probe.close()
         return last
 
+    async def spare_channel(self) -> Channel:
+        """Another channel on this connection, without confirms, for a consumer of its own
+        (closing it drops what it was sent)."""
+        return await self._probe()
+
     async def _probe(self) -> Channel:
         connection = self._connection
         if connection is None or connection.is_closed:
