@@ -24,7 +24,7 @@ from beatd.core import calendar, cron, durations, listing, values
 from beatd.core.config import Config, Job, croniter_order_warnings, read_config
 from beatd.core.errors import BeatdError, ConfigError, CronError
 from beatd.core.messages import iso_utc
-from beatd.runtime import collector, control
+from beatd.runtime import collector, pauses
 from beatd.runtime.state import read_states
 
 if TYPE_CHECKING:
@@ -344,7 +344,7 @@ def _list(args: argparse.Namespace) -> int:
     until = listing.window_end(now, args.until) if args.until else None
     state_file = _state_file(Path(config.state))
     states = read_states(state_file)  # a bad file: one clean error first
-    pauses = control.read_pauses(state_file)
+    paused = pauses.read_pauses(state_file)
     outcomes = _outcomes(config)
     last = None if outcomes is None else outcomes.by_job
     zone = None if args.local else config.timezone
@@ -365,8 +365,8 @@ def _list(args: argparse.Namespace) -> int:
             print(f"beatd list: {outcomes.note}", file=sys.stderr)
     else:
         enabled = [job for job in jobs if job.enabled]
-        if pauses:
-            runs = (_paused(run, pauses) for run in runs)
+        if paused:
+            runs = (_paused(run, paused) for run in runs)
         lines = listing.table(
             runs, states, now, zone, jobs=enabled, stream=bounded is not None, outcomes=last
         )
@@ -397,7 +397,7 @@ def _state_file(configured: Path) -> Path:
     systemd's STATE_DIRECTORY, the one the shipped unit keeps in /var/lib/beatd."""
     if configured.exists() or os.environ.get("STATE_DIRECTORY"):
         return configured
-    systemd = control.SYSTEMD_STATE
+    systemd = pauses.SYSTEMD_STATE
     return systemd if systemd.exists() else configured
 
 

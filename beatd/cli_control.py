@@ -17,7 +17,7 @@ from beatd.core import control as requests
 from beatd.core.config import Config, read_config
 from beatd.core.durations import parse_duration
 from beatd.core.errors import BeatdError, BrokerError, ConfigError
-from beatd.runtime import control
+from beatd.runtime import pauses as files
 from beatd.runtime.clock import system_clock
 
 EXIT_OK, EXIT_INVALID, EXIT_NOT_RUNNING = 0, 1, 3  # 3: as `systemctl status` for inactive
@@ -75,7 +75,10 @@ def _ask(
 ) -> tuple[list[dict[str, Any]], Path, str]:
     """The answers, the state file whose socket was asked, and where nobody answered: first
     through the broker, then, if none came, on this host's socket (the broker may be away)."""
-    state = config.state if config is not None else control.SYSTEMD_STATE
+    # asyncio and pika only when a command asks: `beatd list` imports this module too
+    from beatd.runtime import control  # noqa: PLC0415
+
+    state = config.state if config is not None else files.SYSTEMD_STATE
     tried = "not asked through the broker (the file cannot be read)"
     if args.socket:
         tried = "not asked through the broker (--socket)"
@@ -94,7 +97,7 @@ def _ask(
     answer = control.ask(state, request.as_dict())
     if answer is not None:
         return [{**answer, "via": "socket"}], state, "" if args.socket else tried
-    return [], state, f"{tried}, nor on this host (no answer at {control.socket_path(state)})"
+    return [], state, f"{tried}, nor on this host (no answer at {files.socket_path(state)})"
 
 
 def _request(command: str, job: str = "", note: str = "") -> requests.Request:
@@ -213,12 +216,12 @@ def _change(args: argparse.Namespace, request: requests.Request) -> int:
         raise BeatdError(f"{args.job}: not {done}: no running scheduler took it")
     if config is not None and config.job(args.job) is None:
         raise BeatdError(f"{args.config}: no job named {args.job!r}")
-    pauses = control.read_pauses(state)
+    pauses = files.read_pauses(state)
     if request.command == "pause":
         pauses[args.job] = request.note
     else:
         pauses.pop(args.job, None)
-    control.write_pauses(state, pauses)
-    print(f"{args.job}: {done} in {control.pauses_path(state)}: it takes effect when beatd run "
+    files.write_pauses(state, pauses)
+    print(f"{args.job}: {done} in {files.pauses_path(state)}: it takes effect when beatd run "
           f"starts on this host (beatd run is {nobody})")  # fmt: skip
     return EXIT_OK

@@ -76,3 +76,16 @@ def test_the_walk_would_notice_a_forbidden_import(tmp_path: Path) -> None:
     sample.write_text("import sqlite3\nfrom beatd.runtime import state\nx = time.monotonic()\n")
     assert [name for _, name in imports(sample)] == ["sqlite3", "beatd.runtime"]
     assert [call for _, call in clock_reads(sample)] == ["time.monotonic()"]
+
+
+def test_the_cli_loads_no_broker_or_event_loop_until_a_command_needs_one() -> None:
+    # `beatd list` and `check` are run by hand and by reload hooks: asyncio and pika are about
+    # a third of their start-up, so only the commands that talk to a broker import them
+    import subprocess
+    import sys
+
+    probe = "import sys, beatd.cli; print(sorted({'asyncio', 'pika'} & set(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == "[]", f"importing beatd.cli loads {loaded}"

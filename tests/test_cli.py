@@ -22,7 +22,7 @@ from beatd.core.cron import parse
 from beatd.core.errors import ConfigError
 from beatd.core.jobstate import JobState
 from beatd.core.schedules import EPOCH
-from beatd.runtime import control
+from beatd.runtime import pauses
 from beatd.runtime.state import State
 from beatd.worker import daemon
 
@@ -253,7 +253,7 @@ def test_list_says_under_the_table_which_state_file_it_read(
 ) -> None:
     monkeypatch.delenv("STATE_DIRECTORY", raising=False)
     systemd = tmp_path / "var-lib-beatd" / "state.db"
-    monkeypatch.setattr(control, "SYSTEMD_STATE", systemd)
+    monkeypatch.setattr(pauses, "SYSTEMD_STATE", systemd)
     configured = tmp_path / "state.db"
     code, out, err = run(capsys, "list", "-c", str(schedule), "--now", NOW)
     assert (code, err) == (0, "")

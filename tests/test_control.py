@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from beatd.cli import main
-from beatd.runtime import control
+from beatd.runtime import control, pauses
 from beatd.runtime.systemd import Notifier
 from beatd.scheduler.daemon import SchedulerDaemon
 from tests.clock import FakeClock, utc
@@ -84,7 +84,7 @@ async def running(
     task = asyncio.create_task(daemon.run())
     for _ in range(200):
         await asyncio.sleep(0.01)
-        if control.socket_path(path.parent / "state.db").exists():
+        if pauses.socket_path(path.parent / "state.db").exists():
             break
     await quiet()
     return daemon, task
@@ -109,7 +109,7 @@ async def test_status_pause_and_resume_reach_the_running_scheduler_and_a_pause_s
         ask, path, {"command": "pause", "job": "tick", "note": "db work"}
     )
     assert paused is not None and paused["ok"] is True and paused["leading"] is True
-    assert paused["socket"] == str(control.socket_path(tmp_path / "state.db"))
+    assert paused["socket"] == str(pauses.socket_path(tmp_path / "state.db"))
     assert daemon.scheduler is not None and daemon.scheduler.paused == {"tick": "db work"}
     unknown = await asyncio.to_thread(ask, path, {"command": "pause", "job": "nope"})
     assert unknown is not None and "no job named 'nope'" in str(unknown["error"])
@@ -118,7 +118,7 @@ async def test_status_pause_and_resume_reach_the_running_scheduler_and_a_pause_s
     assert answer is not None and answer["file_differs"] is True
     daemon.request_stop()
     assert await task == 0
-    assert not control.socket_path(tmp_path / "state.db").exists()
+    assert not pauses.socket_path(tmp_path / "state.db").exists()
 
     daemon, task = await running(path, broker, clock)  # the pause is in paused.json
     assert daemon.scheduler is not None and daemon.scheduler.paused == {"tick": "db work"}
@@ -145,11 +145,11 @@ def test_pause_without_a_running_scheduler_is_recorded_for_its_start(
     path = config_file(tmp_path)
     assert main(["pause", "-c", str(path), "tick", "--note", "until Monday"]) == 0
     assert "it takes effect when beatd run starts on this host" in capsys.readouterr().out
-    assert control.read_pauses(tmp_path / "state.db") == {"tick": "until Monday"}
+    assert pauses.read_pauses(tmp_path / "state.db") == {"tick": "until Monday"}
     assert main(["pause", "-c", str(path), "nope"]) == 1
     assert "no job named 'nope'" in capsys.readouterr().err
     assert main(["resume", "-c", str(path), "tick"]) == 0
-    assert control.read_pauses(tmp_path / "state.db") == {}
+    assert pauses.read_pauses(tmp_path / "state.db") == {}
 
 
 @driven
@@ -185,7 +185,7 @@ def test_list_reads_the_systemd_state_file_when_the_shell_has_no_state_directory
     systemd = tmp_path / "var-lib-beatd" / "state.db"
     systemd.parent.mkdir()
     systemd.touch()
-    monkeypatch.setattr(control, "SYSTEMD_STATE", systemd)
+    monkeypatch.setattr(pauses, "SYSTEMD_STATE", systemd)
     monkeypatch.delenv("STATE_DIRECTORY", raising=False)
     assert cli._state_file(tmp_path / "nowhere.db") == systemd
     configured = tmp_path / "mine.db"

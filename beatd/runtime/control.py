@@ -24,9 +24,9 @@ from typing import Any
 
 from beatd.core import control as requests
 from beatd.core.config import Config
-from beatd.core.errors import BeatdError
 from beatd.core.messages import Properties
 from beatd.core.ports import Channel, Delivery, Outcome
+from beatd.runtime import pauses
 from beatd.runtime.rabbitmq import one_shot
 
 log = logging.getLogger("beatd.scheduler")
@@ -35,53 +35,14 @@ MAX_REQUEST = 64 * 1024
 TIMEOUT_S = 5.0
 CONNECT_S = 5.0  # to reach the broker; then the local socket is asked instead
 MAX_ANSWERS = 100  # instances listened to for one request
-# systemd's StateDirectory=beatd: where `beatd run` keeps its state under the shipped unit,
-# looked at when the operator's shell has no STATE_DIRECTORY.
-SYSTEMD_STATE = Path("/var/lib/beatd/state.db")
-
 Handler = Callable[[Mapping[str, Any]], dict[str, Any]]
-
-
-def socket_path(state: Path) -> Path:
-    return state.with_name("beatd.sock")
-
-
-def pauses_path(state: Path) -> Path:
-    return state.with_name("paused.json")
-
-
-def read_pauses(state: Path) -> dict[str, str]:
-    """Paused job names and their notes; {} if none (or the file is unreadable: logged)."""
-    path = pauses_path(state)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        log.error("%s: cannot read the paused jobs (%s); none are paused", path, exc)
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {str(name): str(note) for name, note in data.items()}
-
-
-def write_pauses(state: Path, pauses: Mapping[str, str]) -> None:
-    """Write the paused jobs atomically (a rename), so a crash leaves the old or new file."""
-    path = pauses_path(state)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_text(json.dumps(dict(sorted(pauses.items())), indent=1) + "\n")
-        temporary.replace(path)
-    except OSError as exc:
-        raise BeatdError(f"{path}: cannot record the paused jobs: {exc.strerror or exc}") from exc
 
 
 class ControlServer:
     """Serves requests on the socket with `handle` (called on the event loop)."""
 
     def __init__(self, state: Path, handle: Handler) -> None:
-        self.path = socket_path(state)
+        self.path = pauses.socket_path(state)
         self.handle = handle
         self._server: asyncio.AbstractServer | None = None
 
@@ -123,8 +84,8 @@ class ControlServer:
 
 def ask(state: Path, request: Mapping[str, Any]) -> dict[str, Any] | None:
     """The running daemon's answer, or None if no daemon answers on this host."""
-    for candidate in dict.fromkeys([state, SYSTEMD_STATE]):
-        path = socket_path(candidate)
+    for candidate in dict.fromkeys([state, pauses.SYSTEMD_STATE]):
+        path = pauses.socket_path(candidate)
         if not path.exists():
             continue
         try:

@@ -18,7 +18,7 @@ from typing import Any
 from beatd.core.config import Config, read_config
 from beatd.core.errors import BeatdError, ConfigError
 from beatd.core.ports import Clock, Connector
-from beatd.runtime import collector, control
+from beatd.runtime import collector, control, pauses
 from beatd.runtime.clock import system_clock
 from beatd.runtime.lifecycle import EXIT_OK, Lifecycle, cannot_start, reload_failed
 from beatd.runtime.metrics import SchedulerMetrics
@@ -97,7 +97,7 @@ class SchedulerDaemon:
                     clock=self.clock,
                     on_change=self._on_change,
                     sinks=sinks,
-                    paused=control.read_pauses(config.state),
+                    paused=pauses.read_pauses(config.state),
                 )
             if metrics is not None and config.metrics is not None:
                 metrics.watch(
@@ -170,7 +170,7 @@ class SchedulerDaemon:
             scheduler.resume(job)
             log.info("job %r resumed", job)
         try:
-            control.write_pauses(scheduler.config.state, scheduler.paused)
+            pauses.write_pauses(scheduler.config.state, scheduler.paused)
         except BeatdError as exc:
             log.error("%s", exc)
             return {"ok": True, "warning": f"{exc} (it holds until the scheduler restarts)"}
