@@ -205,6 +205,11 @@ class Threads:
         self._busy = 0  # jobs submitted and not yet finished
         self._lock = threading.Lock()
 
+    @property
+    def busy(self) -> int:
+        """Jobs submitted and not yet finished."""
+        return self._busy
+
     def submit(self, job: Callable[[], None]) -> None:
         """Run job (which must not raise) in one of the threads."""
         with self._lock:
