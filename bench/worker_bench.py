@@ -127,8 +127,19 @@ def body(run_id: str) -> bytes:
     }).encode()  # fmt: skip
 
 
-def measure(concurrency: int, runs: int, directory: Path, kind: str, root: Path) -> float:
-    """Runs per second for one setting, with the worker of the checkout at root."""
+def cpu_s(pid: int, thread: int | None = None) -> float:
+    """CPU seconds (user and system) the process, or one of its threads, has used so far."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    fields = Path(path).read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    concurrency: int, runs: int, directory: Path, kind: str, root: Path
+) -> tuple[float, float, float]:
+    """Runs per second for one setting, with the worker of the checkout at root, and the CPU
+    per run (microseconds) of the worker process and of its event loop's thread alone: on a
+    loaded machine the wall clock measures the neighbours too, the CPU per run much less."""
     n = names()
     config = config_file(directory, n, concurrency, kind)
     log = directory / "worker.log"
@@ -149,15 +160,18 @@ def measure(concurrency: int, runs: int, directory: Path, kind: str, root: Path)
         with worker(config, log, root) as (process, notify):
             wait_ready(process, notify)
             started = time.perf_counter()
+            cpu, loop_cpu = cpu_s(process.pid), cpu_s(process.pid, process.pid)
             while channel.queue_declare(n["done"], passive=True).method.message_count < runs:
                 if process.poll() is not None:
                     raise SystemExit(f"the worker exited with {process.returncode}; see {log}")
                 connection.sleep(0.01)
             elapsed = time.perf_counter() - started
+            cpu = cpu_s(process.pid) - cpu
+            loop_cpu = cpu_s(process.pid, process.pid) - loop_cpu
         dead = channel.queue_declare(n["dlq"], passive=True).method.message_count
         if dead:
             raise SystemExit(f"{dead} runs were dead-lettered; see {log}")
-        return runs / elapsed
+        return runs / elapsed, cpu / runs * 1e6, loop_cpu / runs * 1e6
     finally:
         for queue in (n["queue"], n["dlq"], n["done"]):
             channel.queue_delete(queue)
@@ -183,27 +197,34 @@ def main() -> int:
     roots = {"this": ROOT} | ({} if args.against is None else {"against": args.against})
     print(f"# beatd worker, {args.runs} trivial {args.kind}: runs; "
           f"Python {platform.python_version()}, {os.cpu_count()} CPUs")  # fmt: skip
-    print(f"{'concurrency':>11}  {'worker':>7}  {'runs/s':>8}  {'target':>7}  {'load 1m':>7}")
+    print(f"{'concurrency':>11}  {'worker':>7}  {'runs/s':>8}  {'target':>7}  "
+          f"{'CPU us/run':>10}  {'loop us/run':>11}  {'load 1m':>7}")  # fmt: skip
     failed = False
     rates: dict[tuple[int, str], list[float]] = {}
+    loop_cpus: dict[tuple[int, str], list[float]] = {}
     for concurrency in args.concurrency:
         for _ in range(args.rounds):
             for label, root in roots.items():
                 load = os.getloadavg()[0]
                 with tempfile.TemporaryDirectory(prefix="beatd-bench-") as tmp:
-                    rate = measure(concurrency, args.runs, Path(tmp), args.kind, root)
+                    rate, cpu, loop_cpu = measure(
+                        concurrency, args.runs, Path(tmp), args.kind, root
+                    )
                 rates.setdefault((concurrency, label), []).append(rate)
+                loop_cpus.setdefault((concurrency, label), []).append(loop_cpu)
                 target = TARGET_RUNS_PER_S.get(concurrency) if args.kind == "call" else None
                 verdict = "" if target is None else ("ok" if rate >= target else "BELOW")
                 failed |= verdict == "BELOW" and label == "this"
                 print(f"{concurrency:>11}  {label:>7}  {rate:>8.0f}  {target or '-':>7}  "
-                      f"{load:>7.2f}  {verdict}", flush=True)  # fmt: skip
+                      f"{cpu:>10.0f}  {loop_cpu:>11.0f}  {load:>7.2f}  {verdict}",
+                      flush=True)  # fmt: skip
     if args.against is not None:
-        print("# this/against, per round:")
+        print("# this/against per round: runs/s (higher is better); loop CPU per run (lower)")
         for concurrency in args.concurrency:
-            pairs = zip(rates[concurrency, "this"], rates[concurrency, "against"], strict=True)
-            ratios = ", ".join(f"{a / b:.2f}" for a, b in pairs)
-            print(f"{concurrency:>11}  {ratios}")
+            for name, table in (("runs/s", rates), ("loop CPU", loop_cpus)):
+                pairs = zip(table[concurrency, "this"], table[concurrency, "against"], strict=True)
+                ratios = ", ".join(f"{a / b:.2f}" for a, b in pairs)
+                print(f"{concurrency:>11}  {name:>8}  {ratios}")
     return 1 if failed else 0
 
 

@@ -122,3 +122,23 @@ def test_the_directory_is_created(tmp_path: Path) -> None:
     store = SeenStore(tmp_path / "a" / "b" / "seen.db", 10)
     store.start("job@1", 1)
     assert (tmp_path / "a" / "b" / "seen.db").exists()
+
+
+def test_it_remembers_size_ids_however_often_each_was_written(tmp_path: Path) -> None:
+    """Every run writes its id at least twice (start, then finish; a retry four times): the
+    bound counts ids, not writes."""
+    store = SeenStore(tmp_path / "seen.db", 10)
+    for n in range(25):
+        store.start(f"job@{n}", 1)
+        store.commit()
+        store.finish(f"job@{n}", 1, Phase.RETRY, "failed")
+        store.finish(f"job@{n}", 1, Phase.DONE, "failed")
+        store.commit()
+    assert len(store) == 10
+    assert [n for n in range(25) if store.get(f"job@{n}") is not None] == list(range(15, 25))
+    store.close()
+    reopened = SeenStore(tmp_path / "seen.db", 10)  # and it counts what it finds on opening
+    reopened.start("job@25", 1)
+    reopened.commit()
+    assert len(reopened) == 10
+    assert reopened.get("job@15") is None

@@ -22,7 +22,7 @@ from beatd.runtime.state import open_db
 SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
-    seq INTEGER PRIMARY KEY,      -- rewritten on every update: eviction order is recency
+    seq INTEGER PRIMARY KEY,      -- rewritten on every write: eviction order is recency
     id TEXT NOT NULL UNIQUE,
     attempt INTEGER NOT NULL,     -- 1 for the first delivery, then 2, 3, ... for retries
     phase TEXT NOT NULL,
@@ -47,7 +47,16 @@ class SeenStore:
         self.clock = clock
         self.size = size
         self._db = open_db(path, _SCHEMA, SCHEMA_VERSION, "the worker's run-id store")
-        self._newest = 0  # seq of the newest write not yet committed (0: none)
+        # Ids held once committed (counted once, on opening), and new ids written since. The
+        # bound counts ids: a run writes its id two to four times, and each write takes a new
+        # seq, so the seqs alone would keep a half or a quarter of `size` ids.
+        try:
+            self._ids = int(self._db.execute("SELECT count(*) FROM runs").fetchone()[0])
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StateError(f"{path}: cannot read the run-id store: {exc}") from exc
+        self._added = 0
+        self._writes = 0  # writes since the last commit
         # Why the writes since the last commit were lost: a failed statement can roll back the
         # whole transaction (SQLITE_FULL, SQLITE_IOERR), so commit() must fail for every writer.
         self._lost = ""
@@ -69,7 +78,7 @@ class SeenStore:
         before = self.get(run_id)
         again = before is not None and before.attempt == attempt and before.phase is Phase.RUNNING
         seen = Seen(run_id, attempt, Phase.RUNNING, before.starts + 1 if again and before else 1)
-        self._write(seen)
+        self._write(seen, new=before is None)
         return seen
 
     def finish(
@@ -77,7 +86,7 @@ class SeenStore:
     ) -> None:
         before = self.get(run_id)
         starts = before.starts if before is not None and before.attempt == attempt else 1
-        self._write(Seen(run_id, attempt, phase, starts, reason, detail[:2000]))
+        self._write(Seen(run_id, attempt, phase, starts, reason, detail[:2000]), new=before is None)
 
     def commit(self) -> None:
         """Make every write since the last commit durable, and forget the ids beyond `size`;
@@ -85,26 +94,34 @@ class SeenStore:
         try:
             if self._lost:
                 raise sqlite3.OperationalError(self._lost)
-            if not self._newest:
+            if not self._writes:
                 return
-            # Bounded by a range on the primary key: each commit forgets about as many ids as
-            # it wrote, the oldest first.
-            self._db.execute("DELETE FROM runs WHERE seq <= ?", (self._newest - self.size,))
+            ids = self._ids + self._added
+            if ids > self.size:
+                # The oldest seqs first, along the primary key: a commit forgets as many ids
+                # as it added (all the excess at once if `size` was lowered).
+                forgotten = self._db.execute(
+                    "DELETE FROM runs WHERE seq IN (SELECT seq FROM runs ORDER BY seq LIMIT ?)",
+                    (ids - self.size,),
+                ).rowcount
+                ids -= forgotten
             self._db.commit()
+            self._ids = ids
         except sqlite3.Error as exc:
             self._abandon()
             raise StateError(f"{self.path}: cannot write the run-id store: {exc}") from exc
         finally:
-            self._newest, self._lost = 0, ""
+            self._added = self._writes = 0
+            self._lost = ""
 
-    def _write(self, seen: Seen) -> None:
+    def _write(self, seen: Seen, *, new: bool) -> None:
         now = self.clock().isoformat(timespec="milliseconds")
         try:
             if not self._db.in_transaction:
                 self._db.execute("BEGIN IMMEDIATE")
             # REPLACE deletes the old row and inserts one with the next seq: the id
             # becomes the most recent, so eviction forgets the least recently touched.
-            cursor = self._db.execute(
+            self._db.execute(
                 "INSERT OR REPLACE INTO runs (id, attempt, phase, starts, reason, detail,"
                 " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -116,7 +133,8 @@ class SeenStore:
             self._lost = self._lost or str(exc)
             self._abandon()
             raise StateError(f"{self.path}: cannot write the run-id store: {exc}") from exc
-        self._newest = cursor.lastrowid or self._newest
+        self._added += new
+        self._writes += 1
 
     def _abandon(self) -> None:
         if self._db.in_transaction:

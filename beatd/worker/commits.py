@@ -11,8 +11,11 @@ from beatd.core.ports import RunStore
 
 
 class GroupCommit:
-    def __init__(self, store: RunStore) -> None:
+    def __init__(self, store: RunStore, *, group: bool = True) -> None:
+        """group=False commits at once: with one run at a time nobody can share a commit, and
+        waiting for the next pass of the loop would only add two passes to every run."""
         self.store = store
+        self.group = group
         # One future per writer, not one shared: cancelling a waiting run (a forced stop)
         # must not cancel the commit the others wait for.
         self._waiting: list[asyncio.Future[None]] = []
@@ -23,7 +26,9 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self._waiting.append(future)
-        if len(self._waiting) == 1:
+        if not self.group:
+            self._commit()  # done before it is awaited: the writer goes on in the same pass
+        elif len(self._waiting) == 1:
             # call_soon runs after every callback already ready in this pass: the other runs
             # woken with this one write first, and share the commit.
             loop.call_soon(self._commit)

@@ -64,7 +64,7 @@ class Worker:
         self.config = config
         self.tasks = tasks
         self.store = store
-        self.commits = GroupCommit(store)
+        self.commits = GroupCommit(store, group=config.worker.concurrency > 1)
         self.env = env
         self.clock = clock
         self.on_status = on_status
