@@ -325,7 +325,10 @@ class Worker:
         if result.status is runner.Status.SUCCEEDED:
             self.store.finish(message.id, attempt, Phase.DONE)
             await self.commits.durable()  # its end is on disk before the broker hears
-            log.info("run %s (job %s): succeeded in %.3fs", message.id, message.job, took)
+            returned = f", returned {result.output}" if task.function and result.output else ""
+            log.info(
+                "run %s (job %s): succeeded in %.3fs%s", message.id, message.job, took, returned
+            )
             self.counts["succeeded"] += 1
             self.outbox.emit(Event.SUCCEEDED, facts)
             self.ledger.ack(entry)
