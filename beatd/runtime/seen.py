@@ -137,8 +137,8 @@ class SeenStore:
         self._writes += 1
 
     def _abandon(self) -> None:
-        if self._db.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(sqlite3.Error):  # closed, or the file has gone: nothing to undo
+            if self._db.in_transaction:
                 self._db.rollback()
 
     def __len__(self) -> int:
