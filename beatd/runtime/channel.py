@@ -336,13 +336,13 @@ class Channel:
             self._acks.add(delivery_tag)
             return True
         try:
-            if ack:
+            if ack:  # with multiple: every delivery up to it, now
                 self._ch.basic_ack(delivery_tag=delivery_tag, multiple=True)
             else:
                 self._ch.basic_reject(delivery_tag=delivery_tag, requeue=requeue)
         except pika.exceptions.AMQPError:
             return False
-        if multiple:
+        if ack:
             for tag in [t for t in self._unsettled if t <= delivery_tag]:
                 del self._unsettled[tag]
                 self._acks.discard(tag)
