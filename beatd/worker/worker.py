@@ -224,7 +224,7 @@ class Worker:
     def _spawn(self, work: Coroutine[object, object, None], entry: InFlight | None) -> None:
         handler = asyncio.create_task(self._guard(work, entry))
         self._handlers.add(handler)
-        handler.add_done_callback(self._handler_done)
+        handler.add_done_callback(lambda done: self._handler_done(done, work, entry))
 
     async def _guard(self, work: Coroutine[object, object, None], entry: InFlight | None) -> None:
         """Contain a failure of the worker itself (not of a task) to the one message."""
@@ -243,8 +243,16 @@ class Worker:
             if entry is not None:
                 self.ledger.reject(entry)
 
-    def _handler_done(self, handler: asyncio.Task[None]) -> None:
+    def _handler_done(
+        self,
+        handler: asyncio.Task[None],
+        work: Coroutine[object, object, None],
+        entry: InFlight | None,
+    ) -> None:
         self._handlers.discard(handler)
+        if handler.cancelled() and entry is not None:
+            self.ledger.close(entry)  # a forced stop before it began: _guard never ran
+        work.close()  # a no-op once it ran; else it would warn that it was never awaited
         self.on_status()
 
     # Runs
