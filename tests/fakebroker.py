@@ -71,6 +71,7 @@ class FakeBroker:
         self.accepted: list[Message] = []  # every message the broker confirmed, in order
         self.entered: Counter[str] = Counter()  # per queue: messages put into it
         self.settled: Counter[tuple[str, str]] = Counter()  # (queue, ack|reject|requeue)
+        self.acked: list[Message] = []  # every delivery acked, in order
         # Publishes for which this returns True fail as pika fails to encode a frame (see
         # _encode_as_pika): a test picks the messages that cannot be sent.
         self.unencodable: Callable[[str, Properties], bool] = lambda _exchange, _props: False
@@ -309,6 +310,12 @@ class FakeLink:
             if not self._closed:
                 self._set_state("down")
 
+    def kill(self) -> None:
+        """The process died (SIGKILL): its connection goes at once and never comes back."""
+        self._closed = True
+        self.drop("connection reset by peer")
+        self.changed.set()
+
     def deliver(self) -> None:
         if self._channel is not None:
             self._channel.deliver()
@@ -542,6 +549,8 @@ class FakeChannel:
         queue = self.broker.queues[queue_name]
         how = "ack" if ack else "requeue" if requeue else "reject"
         self.broker.settled[(queue_name, how)] += 1
+        if ack:
+            self.broker.acked.append(message)
         if not ack and requeue:
             queue.ready.appendleft(replace(message, redelivered=True))
         elif not ack:

@@ -1,13 +1,17 @@
 """A model-based test of the worker (issue 9, deliverable 2): Hypothesis picks interleavings of
 deliveries, duplicates, a forged attempt header, malformed, poisonous and oversized messages,
 task successes, failures (with a retry) and timeouts, retries coming due, connection drops,
-broker outages, dead letters the client cannot encode, SIGTERM, and crashes with a restart over
-the same run-id store. Runs are quick `call:` tasks (tests/worker_tasks.py) that write one line
-per execution, so executions are counted per run id. After every step it checks:
+broker outages, dead letters the client cannot encode, SIGTERM, forced stops and SIGKILLs (at
+any pass of the event loop, what was not committed lost) with a restart over the same run-id
+store. Runs are quick `call:` tasks (tests/worker_tasks.py) that write one line per execution,
+so executions are counted per run id. After every step it checks:
 
 - a finished run (succeeded, or dead-lettered for good) never runs again;
 - no run is dead-lettered twice for one attempt (twice only after a crash right at its ack);
-- SIGTERM's drain ends within the longest task timeout plus a few seconds.
+- SIGTERM's drain ends within the longest task timeout plus a few seconds;
+- the run-id store is written before anything acts on it: a run that executed is in it (its
+  start was committed before its call), and a delivery the broker saw acked is finished in it
+  (its end was committed before the ack).
 
 And whenever the worker has settled (the `everything_settles` rule):
 
@@ -35,11 +39,12 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from beatd.core.verdicts import Phase
+from beatd.core.verdicts import Phase, attempt_of
+from beatd.runtime.seen import SeenStore
 from beatd.worker import outbox
 from beatd.worker.worker import Worker
 from tests.clock import utc
-from tests.fakebroker import FakeChannel
+from tests.fakebroker import FakeChannel, FakeLink
 from tests.steps import quiet
 from tests.worker_steps import DEAD, QUEUE, Pool, message
 
@@ -89,6 +94,9 @@ class WorkerModel(RuleBasedStateMachine):
         self.crashed_with: set[str] = set()  # run ids in flight at a crash
         self.settled = False
         self.do(self.pool.start())
+        # What is committed, as a restart would find it: the worker's own store also sees the
+        # writes it has not committed yet, which a crash loses.
+        self.durable = SeenStore(self.pool.store_path, 1000)
 
     def do(self, work: Any) -> Any:
         return self.loop.run_until_complete(work)
@@ -101,6 +109,7 @@ class WorkerModel(RuleBasedStateMachine):
             self.do(worker.close())
             worker.store.close()
         outbox.BACKOFF_FIRST_S = self.backoff
+        self.durable.close()
         left = asyncio.all_tasks(self.loop)
         for task in left:
             task.cancel()
@@ -189,6 +198,48 @@ class WorkerModel(RuleBasedStateMachine):
         self.do(quiet())
         self.do(worker.close())  # its channel goes: what it had not acked is redelivered
         worker.store.close()
+        self._calls_end(worker)
+        self.pool.worker = None
+        self.do(self.pool.start())
+        self.step()
+
+    def _calls_end(self, worker: Worker) -> None:
+        """Wait (bounded) for the calls a stopped worker handed to its threads: a loaded
+        machine can start one late, after the run was reported (timed out) or ran again."""
+        for _ in range(300):
+            if not worker.threads.busy:
+                return
+            self.do(asyncio.sleep(0.01))
+
+    @rule(kind=st.sampled_from(sorted(KINDS)), n=st.integers(0, 3), passes=st.integers(0, 12))
+    def a_run_arrives_and_the_worker_is_killed(self, kind: str, n: int, passes: int) -> None:
+        """SIGKILL after `passes` passes of the event loop: writes not yet committed are lost,
+        the connection goes at once, calls already in their threads end as they will."""
+        run_id = f"{kind}{n}@1"
+        args: list[Any] = [str(self.record), run_id]
+        if kind == "slow":
+            args.append(SLOW_S)
+        body = message(KINDS[kind], run_id, args=args)
+
+        async def deliver_then_run(passes: int) -> None:
+            self.pool.publish(body)  # on the loop, as deliveries come
+            for _ in range(passes):
+                await asyncio.sleep(0)
+
+        self.do(deliver_then_run(passes))
+        self.published[run_id] += 1
+        worker = self.worker
+        self.crashed_with |= worker.ledger.ids()
+        worker.store.close()  # first: whatever the dying worker does next is not durable
+        link = worker.link
+        assert isinstance(link, FakeLink)
+        link.kill()
+        worker.interrupt()
+        self.do(quiet())
+        self.do(worker.close())
+        self._calls_end(worker)  # the calls it had started end as they will
+        # Before the restart runs anything again: every run that executed was committed.
+        self.a_run_that_executed_is_in_the_store()
         self.pool.worker = None
         self.do(self.pool.start())
         self.step()
@@ -199,6 +250,7 @@ class WorkerModel(RuleBasedStateMachine):
         self.do(asyncio.wait_for(worker.drain(), DRAIN_BOUND_S))  # TimeoutError: a failure
         self.do(worker.close())
         worker.store.close()
+        self._calls_end(worker)  # calls past their timeout, left to their threads
         self.pool.worker = None
         self.do(self.pool.start())
         self.step()
@@ -231,11 +283,31 @@ class WorkerModel(RuleBasedStateMachine):
         dead = {m.properties.message_id for m in self.pool.broker.messages(DEAD)}
         for run_id, count in self.finished.items():
             assert done[run_id] == count, f"{run_id} ran again after it finished"
+        if self.worker.threads.busy:
+            return  # a call handed to a thread may not have begun yet (one timed out first)
         for run_id in self.published:
-            seen = self.worker.store.get(run_id)
+            seen = self.durable.get(run_id)
             final = seen is not None and seen.phase is Phase.DONE
             if final and seen is not None and (not seen.reason or run_id in dead):
                 self.finished.setdefault(run_id, done[run_id])
+
+    @invariant()
+    def a_run_that_executed_is_in_the_store(self) -> None:
+        for run_id in self.executions():
+            assert self.durable.get(run_id) is not None, f"{run_id} ran before its start"
+
+    @invariant()
+    def a_delivery_acked_is_finished_in_the_store(self) -> None:
+        for acked in self.pool.broker.acked:
+            run_id = acked.properties.message_id
+            if not run_id.startswith(("ok", "fail", "slow")):
+                continue  # not run here: nothing to record
+            attempt = attempt_of(acked.properties.headers)
+            seen = self.durable.get(run_id)
+            assert seen is not None, f"{run_id} acked, unknown to the store"
+            later = seen.attempt > attempt
+            finished = seen.phase is Phase.DONE and (seen.attempt == attempt or not seen.reason)
+            assert later or finished, f"{run_id} attempt {attempt} acked, in the store {seen}"
 
     @invariant()
     def no_attempt_is_dead_lettered_twice(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from beatd.runtime.seen import SeenStore
 from tests.clock import utc
 from tests.steps import driven
 from tests.worker_steps import QUEUE, Pool, message
@@ -84,4 +85,30 @@ async def test_a_run_redelivered_after_a_connection_drop_runs_once(tmp_path: Pat
     pool.publish(message("t.rec", "d@1", args=[str(out)]))  # the scheduler, after a crash
     await pool.settle()
     assert len(out.read_text().splitlines()) == 1
+    await pool.stop()
+
+
+@driven
+async def test_runs_that_start_in_one_pass_of_the_loop_share_one_commit(
+    tmp_path: Path,
+) -> None:
+    pool = Pool(tmp_path, {"t.ok": {"call": "tests.worker_tasks:noop"}}, now=T0, concurrency=4)
+    worker = await pool.start()
+    store = worker.store
+    assert isinstance(store, SeenStore)
+    commits: list[list[str]] = []  # per commit: the phases in the store as it was made
+    commit = store.commit
+
+    def recorded() -> None:
+        phases = [store.get(f"r{n}@1") for n in range(4)]
+        commits.append(["-" if s is None else s.phase.value for s in phases])
+        commit()
+
+    store.commit = recorded  # type: ignore[method-assign]
+    for n in range(4):
+        pool.publish(message("t.ok", f"r{n}@1"))
+    await pool.settle()
+    assert commits[0] == ["running"] * 4  # the four starts: one commit
+    assert len(commits) < 8  # four starts and four ends
+    assert len(pool.broker.acked) == 4
     await pool.stop()

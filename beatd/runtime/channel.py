@@ -74,6 +74,11 @@ class Channel:
         self._unconfirmed: dict[int, tuple[_Batch, int, str]] = {}
         self._returned: set[str] = set()
         self._next_tag = 1
+        # Deliveries the broker counts as unacked here, in tag order (tags only increase), and
+        # the acks to send at the end of this pass of the loop: one basic.ack with multiple
+        # covers the oldest run of them, where one frame (one socket write) each cost more.
+        self._unsettled: dict[int, None] = {}
+        self._acks: set[int] = set()
         self.closed = self._loop.create_future()
         pika_channel.add_on_close_callback(self._on_close)
         pika_channel.add_on_return_callback(self._on_return)
@@ -168,7 +173,8 @@ class Channel:
 
         self._ch.add_callback(on_empty, [pika.spec.Basic.GetEmpty], one_shot=True)
 
-        def on_message(_ch: Any, _method: Any, _properties: Any, body: bytes) -> None:
+        def on_message(_ch: Any, method: Any, _properties: Any, body: bytes) -> None:
+            self._unsettled[method.delivery_tag] = None  # never acked: no multiple covers it
             if not got.done():
                 got.set_result(body)
 
@@ -287,6 +293,8 @@ class Channel:
             batch.settle(index, outcome)
 
     def _on_close(self, _ch: Any, reason: BaseException) -> None:
+        self._unsettled.clear()  # the broker requeues them all
+        self._acks.clear()
         for batch, index, _ in self._unconfirmed.values():
             batch.settle(index, Outcome.LOST)
         self._unconfirmed.clear()
@@ -313,6 +321,7 @@ class Channel:
             await self._rpc(self._ch.basic_qos, prefetch_count=prefetch)
 
         def deliver(_ch: Any, method: Any, properties: Any, body: bytes) -> None:
+            self._unsettled[method.delivery_tag] = None
             on_message(
                 Delivery(
                     channel=self,
@@ -374,16 +383,44 @@ class Channel:
     def settle(
         self, delivery_tag: int, *, ack: bool, requeue: bool = False, multiple: bool = False
     ) -> bool:
+        """Ack (at the end of this pass of the loop, with the others) or reject a delivery;
+        False if the channel has gone (the broker redelivers it)."""
         if not self.is_open:
             return False
+        if ack and not multiple:
+            if not self._acks:
+                self._loop.call_soon(self._send_acks)
+            self._acks.add(delivery_tag)
+            return True
         try:
-            if ack:
-                self._ch.basic_ack(delivery_tag=delivery_tag, multiple=multiple)
+            if ack:  # with multiple: every delivery up to it, now
+                self._ch.basic_ack(delivery_tag=delivery_tag, multiple=True)
             else:
                 self._ch.basic_reject(delivery_tag=delivery_tag, requeue=requeue)
         except pika.exceptions.AMQPError:
             return False
+        if ack:
+            for tag in [t for t in self._unsettled if t <= delivery_tag]:
+                del self._unsettled[tag]
+                self._acks.discard(tag)
+        else:
+            self._unsettled.pop(delivery_tag, None)
         return True
+
+    def _send_acks(self) -> None:
+        acks, self._acks = self._acks, set()
+        if not acks or not self.is_open:
+            return  # gone: the broker requeues them, and the run-id store knows them
+        upto, singles = ack_frames(self._unsettled, acks)
+        try:
+            if upto is not None:
+                self._ch.basic_ack(delivery_tag=upto, multiple=True)
+            for tag in singles:
+                self._ch.basic_ack(delivery_tag=tag, multiple=False)
+        except pika.exceptions.AMQPError:
+            return  # closing: as above
+        for tag in acks:
+            self._unsettled.pop(tag, None)
 
     async def close(self) -> None:
         if self.is_open:
@@ -391,6 +428,18 @@ class Channel:
                 self._ch.close()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.closed), 5)
+
+
+def ack_frames(unsettled: Iterable[int], acks: set[int]) -> tuple[int | None, list[int]]:
+    """The basic.ack frames for acks: a tag to ack with multiple (every unsettled tag up to it
+    is in acks), or None, and the tags to ack one by one. unsettled is in increasing order."""
+    upto = None
+    for tag in unsettled:
+        if tag not in acks:
+            break
+        upto = tag
+    singles = sorted(t for t in acks if upto is None or t > upto)
+    return upto, singles
 
 
 class _Batch:

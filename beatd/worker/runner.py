@@ -205,6 +205,11 @@ class Threads:
         self._busy = 0  # jobs submitted and not yet finished
         self._lock = threading.Lock()
 
+    @property
+    def busy(self) -> int:
+        """Jobs submitted and not yet finished."""
+        return self._busy
+
     def submit(self, job: Callable[[], None]) -> None:
         """Run job (which must not raise) in one of the threads."""
         with self._lock:
@@ -265,12 +270,11 @@ async def _run_call(
         for line in tail.rstrip().splitlines():
             log.info("run %s: %s", invocation.run_id, line)
         return Result(Status.FAILED, detail=f"{type(value).__name__}: {value}"[:500], output=tail)
-    shown = repr(value)
+    # The worker logs it on its `succeeded` line: one line a run, not two.
+    shown = "" if value is None else repr(value)
     if len(shown) > MAX_LINE:
         shown = shown[:MAX_LINE] + "..."
-    if value is not None:
-        log.info("run %s: returned %s", invocation.run_id, shown)
-    return Result(Status.SUCCEEDED, output="" if value is None else shown)
+    return Result(Status.SUCCEEDED, output=shown)
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:

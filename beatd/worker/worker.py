@@ -39,6 +39,7 @@ from beatd.core.verdicts import (
 )
 from beatd.worker import outbox, runner
 from beatd.worker.bindings import BindingWatch
+from beatd.worker.commits import GroupCommit
 from beatd.worker.ledger import InFlight, Ledger
 from beatd.worker.slots import Slots
 
@@ -63,6 +64,7 @@ class Worker:
         self.config = config
         self.tasks = tasks
         self.store = store
+        self.commits = GroupCommit(store, group=config.worker.concurrency > 1)
         self.env = env
         self.clock = clock
         self.on_status = on_status
@@ -222,7 +224,7 @@ class Worker:
     def _spawn(self, work: Coroutine[object, object, None], entry: InFlight | None) -> None:
         handler = asyncio.create_task(self._guard(work, entry))
         self._handlers.add(handler)
-        handler.add_done_callback(self._handler_done)
+        handler.add_done_callback(lambda done: self._handler_done(done, work, entry))
 
     async def _guard(self, work: Coroutine[object, object, None], entry: InFlight | None) -> None:
         """Contain a failure of the worker itself (not of a task) to the one message."""
@@ -232,13 +234,25 @@ class Worker:
             self.on_fatal(exc)
             if entry is not None:
                 self.ledger.close(entry)  # unacked: it returns to the queue
+        except asyncio.CancelledError:  # a forced stop, wherever the run was
+            if entry is not None:
+                self.ledger.close(entry)
+            raise
         except Exception:
             log.exception("internal error; the message goes to the dead-letter queue as rejected")
             if entry is not None:
                 self.ledger.reject(entry)
 
-    def _handler_done(self, handler: asyncio.Task[None]) -> None:
+    def _handler_done(
+        self,
+        handler: asyncio.Task[None],
+        work: Coroutine[object, object, None],
+        entry: InFlight | None,
+    ) -> None:
         self._handlers.discard(handler)
+        if handler.cancelled() and entry is not None:
+            self.ledger.close(entry)  # a forced stop before it began: _guard never ran
+        work.close()  # a no-op once it ran; else it would warn that it was never awaited
         self.on_status()
 
     # Runs
@@ -263,6 +277,7 @@ class Worker:
                 await self._reject(entry, Reason.UNKNOWN_TASK, "removed from the worker's file")
                 return
             self.store.start(message.id, attempt)
+            await self.commits.durable()  # its start is on disk before it runs
             entry.facts = replace(entry.facts, started_at=now)
             self.outbox.emit(Event.STARTED, entry.facts)
             self.on_status()
@@ -317,7 +332,11 @@ class Worker:
         self.on_finished(message.task, result.status.value, took, facts.finished_at or self.clock())
         if result.status is runner.Status.SUCCEEDED:
             self.store.finish(message.id, attempt, Phase.DONE)
-            log.info("run %s (job %s): succeeded in %.3fs", message.id, message.job, took)
+            await self.commits.durable()  # its end is on disk before the broker hears
+            returned = f", returned {result.output}" if task.function and result.output else ""
+            log.info(
+                "run %s (job %s): succeeded in %.3fs%s", message.id, message.job, took, returned
+            )
             self.counts["succeeded"] += 1
             self.outbox.emit(Event.SUCCEEDED, facts)
             self.ledger.ack(entry)
@@ -329,6 +348,7 @@ class Worker:
         if attempt <= task.config.retries and reason is not Reason.REFUSED:
             delay = retry_delay(task.config.retry_delay, attempt)
             self.store.finish(message.id, attempt, Phase.RETRY, reason.value, result.detail)
+            await self.commits.durable()
             log.warning(
                 "run %s (job %s): %s after %.3fs (%s); retry %d of %d in %gs",
                 message.id, message.job, reason.value, took, result.detail,
@@ -341,9 +361,10 @@ class Worker:
             sent = await self.outbox.retry(
                 entry.deliveries[0], attempt, delay, reason, result.detail
             )
-            self._after(entry, sent, reason.value, result.detail)
+            await self._after(entry, sent, reason.value, result.detail)
             return
         self.store.finish(message.id, attempt, Phase.DEAD, reason.value, result.detail)
+        await self.commits.durable()
         gave_up = f"; gave up after {attempt} attempts" if attempt > 1 else ""
         log.warning(
             "run %s (job %s): %s after %.3fs (%s)%s; dead-lettered",
@@ -354,7 +375,7 @@ class Worker:
             event_for(reason), replace(facts, reason=reason.value, detail=result.detail)
         )
         sent = await self.outbox.dead_letter(entry.deliveries[0], attempt, reason, result.detail)
-        self._after(entry, sent, reason.value, result.detail)
+        await self._after(entry, sent, reason.value, result.detail)
 
     async def _resume(self, entry: InFlight) -> None:
         """A run finished badly, then the worker died before the broker heard: tell it now."""
@@ -375,7 +396,7 @@ class Worker:
             sent = await self.outbox.retry(entry.deliveries[0], attempt, delay, reason, seen.detail)
         else:
             sent = await self.outbox.dead_letter(entry.deliveries[0], attempt, reason, seen.detail)
-        self._after(entry, sent, seen.reason, seen.detail)
+        await self._after(entry, sent, seen.reason, seen.detail)
 
     async def _reject(self, entry: InFlight, reason: Reason, detail: str) -> None:
         """Dead-letter a run that will not run here."""
@@ -390,8 +411,9 @@ class Worker:
         record = reason is Reason.INTERRUPTED
         if record:
             self.store.finish(message.id, attempt, Phase.DEAD, reason.value, detail)
+            await self.commits.durable()
         sent = await self.outbox.dead_letter(entry.deliveries[0], attempt, reason, detail)
-        self._after(entry, sent, reason.value, detail, record=record)
+        await self._after(entry, sent, reason.value, detail, record=record)
 
     def _signature_problem(
         self, delivery: Delivery, message: Received, attempt: int, now: datetime
@@ -437,7 +459,7 @@ class Worker:
         else:  # REFUSED: the queue's own dead-letter exchange takes it; AWAY: back for later
             delivery.reject(requeue=sent is outbox.Sent.AWAY)
 
-    def _after(
+    async def _after(
         self, entry: InFlight, sent: outbox.Sent, reason: str, detail: str, *, record: bool = True
     ) -> None:
         """Settle a run once its dead letter or retry was published (or can never be)."""
@@ -446,6 +468,7 @@ class Worker:
             return
         if record:
             self.store.finish(entry.message.id, entry.attempt, Phase.DONE, reason, detail)
+            await self.commits.durable()
         if sent is outbox.Sent.CONFIRMED:
             self.ledger.ack(entry)
             return
