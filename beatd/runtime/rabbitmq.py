@@ -44,6 +44,8 @@ READ_LAST_MAX = 10  # messages read_last looks through (the queues it reads keep
 # goes out together instead, in chunks of at most this many bytes (a bigger chunk would be
 # copied again after each partial send).
 SEND_CHUNK_MAX = 128 * 1024
+# pika has no hook for this; pika<2 is pinned and tests/test_transport_writes.py fails if a
+# release renames what is patched (without it, frames would simply go out one send each)
 _produce = io_services_utils._AsyncTransportBase._produce
 
 
@@ -65,7 +67,7 @@ def _produce_joined(self: Any) -> None:
     _produce(self)
 
 
-io_services_utils._AsyncTransportBase._produce = _produce_joined  # pika has no hook for this
+io_services_utils._AsyncTransportBase._produce = _produce_joined
 
 
 class Link:
