@@ -10,7 +10,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from beatd.runtime.rabbitmq import Link
 from beatd.runtime.state import State
 from beatd.runtime.systemd import Notifier
 from beatd.scheduler import codecs, report
+from beatd.scheduler.changes import Changes, compare
 from beatd.scheduler.history import HistorySink
 from beatd.scheduler.report import Sink
 from beatd.scheduler.scheduler import Scheduler
@@ -64,7 +65,7 @@ class SchedulerDaemon:
         self.scheduler: Scheduler | None = None  # once the file is loaded
         self._file_digest = ""  # of the file the running schedule came from
         self.metrics: SchedulerMetrics | None = None  # with a metrics: section
-        self._reading: asyncio.Task[Config] | None = None  # a reload's read, in a thread
+        self._reading: asyncio.Task[Reading] | None = None  # a reload's read, in a thread
         self._asked_at = clock()  # when the reload being read was asked for
 
     def request_stop(self) -> None:
@@ -201,13 +202,13 @@ class SchedulerDaemon:
                 await asyncio.wait([self._reading])
         if self._reading is not None and self._reading.done():
             reading, self._reading = self._reading, None
-            config = self._read_outcome(reading, scheduler)
-            if config is not None:
-                await self._adopt(scheduler, config)
+            read = self._read_outcome(reading, scheduler)
+            if read is not None:
+                await self._adopt(scheduler, read)
         if self._reading is None and self.lifecycle.take_reload():
             self.notifier.reloading()
             self._asked_at = self.clock()
-            self._reading = asyncio.create_task(self._read())
+            self._reading = asyncio.create_task(self._read(scheduler))
             self._reading.add_done_callback(lambda _: self.lifecycle.wake.set())
             await self._reload_step(scheduler)  # what is due already waits for the file
 
@@ -233,22 +234,29 @@ class SchedulerDaemon:
     async def reload(self, scheduler: Scheduler) -> None:
         """Read the file again and adopt it, or keep the running schedule and say why."""
         self.notifier.reloading()
-        reading = asyncio.create_task(self._read())
+        reading = asyncio.create_task(self._read(scheduler))
         await asyncio.wait([reading])
-        config = self._read_outcome(reading, scheduler)
-        if config is not None:
-            await self._adopt(scheduler, config)
+        read = self._read_outcome(reading, scheduler)
+        if read is not None:
+            await self._adopt(scheduler, read)
 
-    async def _read(self) -> Config:
-        """Read and validate the file in a thread (pure work: the loop stays free). The
-        collector is paused meanwhile: its full passes over a growing 100k-job tree hold the
-        GIL for 300 ms each, which the loop would wait out. The daemon is the only one to
+    async def _read(self, scheduler: Scheduler) -> Reading:
+        """Read and validate the file in a thread (pure work: the loop stays free), and
+        compare it there with the running jobs, so that the loop only applies what changed.
+        The collector is paused meanwhile: its full passes over a growing 100k-job tree hold
+        the GIL for 300 ms each, which the loop would wait out. The daemon is the only one to
         pause it, from the loop's thread; garbage of a few seconds waits, bounded by the read."""
-        with collector.paused():
-            return await asyncio.to_thread(load_schedule, self.path, self.env)
+        running = scheduler.jobs  # replaced, never changed in place: safe to read from a thread
 
-    def _read_outcome(self, reading: asyncio.Task[Config], scheduler: Scheduler) -> Config | None:
-        """The config read, or None when it was refused (logged; the schedule runs on)."""
+        def read() -> Reading:
+            config = load_schedule(self.path, self.env)
+            return Reading(config, compare(running, config, self.clock()), _digest(self.path))
+
+        with collector.paused():
+            return await asyncio.to_thread(read)
+
+    def _read_outcome(self, reading: asyncio.Task[Reading], scheduler: Scheduler) -> Reading | None:
+        """What was read, or None when it was refused (logged; the schedule runs on)."""
         try:
             return reading.result()
         except ConfigError as exc:
@@ -260,8 +268,8 @@ class SchedulerDaemon:
             self.notifier.send(READY=1, STATUS=scheduler.status())
             return None
 
-    async def _adopt(self, scheduler: Scheduler, config: Config) -> None:
-        before = {name: job.fingerprint for name, job in scheduler.jobs.items()}
+    async def _adopt(self, scheduler: Scheduler, read: Reading) -> None:
+        config, changes = read.config, read.changes
         if config.state != scheduler.config.state:
             log.warning(
                 "changing the state file needs a restart; keeping %s", scheduler.config.state
@@ -272,15 +280,23 @@ class SchedulerDaemon:
             config = replace(
                 config, metrics=scheduler.config.metrics, history=scheduler.config.history
             )
-        await scheduler.reload(config, self.clock())
-        self._file_digest = _digest(self.path)
-        added = [name for name in scheduler.jobs if name not in before]
-        removed = [name for name in before if name not in scheduler.jobs]
-        changed = [
-            n for n, j in scheduler.jobs.items() if n in before and before[n] != j.fingerprint
-        ]
-        report.log_reload(self.path, len(scheduler.jobs), added, removed, changed)
+        if changes.base is not scheduler.jobs:  # adopted since the read began
+            changes = compare(scheduler.jobs, config, self.clock())
+        await scheduler.reload(config, self.clock(), changes)
+        self._file_digest = read.digest
+        report.log_reload(
+            self.path, len(scheduler.jobs), changes.added, changes.removed, changes.changed
+        )
         self.notifier.send(READY=1, STATUS=scheduler.status())
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A reload's read: the config, how it differs from the running jobs, the file's hash."""
+
+    config: Config
+    changes: Changes
+    digest: str
 
 
 def run(path: str, env: Mapping[str, str]) -> int:

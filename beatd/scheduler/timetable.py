@@ -23,6 +23,15 @@ class Timetable:
     def schedule(self, name: str, at: datetime) -> None:
         self._due[name] = at
         heapq.heappush(self._heap, (at, name))
+        if len(self._heap) > 2 * len(self._due) + 64:
+            # Jobs rescheduled (reloads, retries) leave their old entries behind: rebuild
+            # the heap from the live ones before the stale ones outnumber them.
+            self._heap = [(when, job) for job, when in self._due.items()]
+            heapq.heapify(self._heap)
+
+    def discard(self, name: str) -> None:
+        """Take a job out (removed, disabled, paused); its heap entry goes when it surfaces."""
+        self._due.pop(name, None)
 
     def due_at(self, name: str) -> datetime | None:
         return self._due.get(name)
