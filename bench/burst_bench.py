@@ -400,8 +400,9 @@ def reload_file(path: Path, n: int, burst_n: int, generation: int) -> None:
     jobs = [f"  b{i:06d}:\n    every: 30s\n    task: bench.t\n" for i in range(burst_n)]
     for i in range(n - burst_n):
         kind = "every: 1d" if i % 2 else "cron: 'H 3 * * *'"
-        task = f"bench.g{generation}" if i < 100 else f"bench.m{i % 100}"
-        jobs.append(f"  m{i:06d}:\n    {kind}\n    task: {task}\n    args: [{i}, 'x']\n")
+        if i < 100:
+            kind = f"every: {1 + generation % 2}d"
+        jobs.append(f"  m{i:06d}:\n    {kind}\n    task: bench.m{i % 100}\n    args: [{i}, 'x']\n")
     write_file(path, "off", "".join(jobs))
 
 

@@ -250,7 +250,7 @@ class Scheduler:
                     expired.add(run.id)
                     self._log_expired(run)
                 else:
-                    yield codecs.draft(run)
+                    yield codecs.draft(run, now)  # signed as of the slot it is drafted for
 
     def _plan(self, job: Job, now: datetime) -> plan.JobPlan:
         state = plan.current_state(job, self.states.get(job.name), now)
