@@ -2,7 +2,7 @@
 bench exchange, stamps each delivery with the wall clock; a burst's lateness is arrival - slot.
 Publishers take turns in front of the same recorder, one at a time, each in its own process:
 
-    .venv/bin/python bench/burst_bench.py [burst] [features] [reload] [--rounds N]
+    .venv/bin/python bench/burst_bench.py [burst] [features] [reload] [profile] [--rounds N]
 
 burst     N jobs (1k, 10k) `at:` the same second: `beatd run` against a raw pika publisher that
           drafted the same N messages (beatd's bytes) before the slot, as beatd drafts, then at
@@ -13,6 +13,7 @@ reload    a daemon with 100k jobs, 10k of them `every: 30s`; the file is edited 
           changed) at several offsets before a burst's slot, so the reload (read in a thread,
           then the adopt) overlaps the burst; each burst's last arrival against the bursts of
           the same daemon without a reload.
+profile   the 10k slot pass in process under cProfile: the time by who spends it.
 
 Timings are never test assertions; the README next to this file records the runs.
 """
@@ -21,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import cProfile
 import json
 import math
 import os
+import pstats
 import signal
 import statistics
 import subprocess
@@ -33,7 +36,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pika
@@ -44,7 +47,10 @@ sys.path.insert(0, str(ROOT))
 
 from beatd.core.config import read_config  # noqa: E402
 from beatd.core.messages import Run  # noqa: E402
+from beatd.runtime.rabbitmq import Link  # noqa: E402
+from beatd.runtime.state import State  # noqa: E402
 from beatd.scheduler.codecs import BeatdCodec  # noqa: E402
+from beatd.scheduler.scheduler import Scheduler  # noqa: E402
 
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 STOP = "burst-bench-stop"
@@ -94,15 +100,20 @@ def record(out: str) -> None:
 QUEUE_ARG = QUEUE  # the recorder's queue (set from argv in the recorder process)
 
 
+def declare() -> None:
+    """The bench exchange and the recorder's queue bound to it."""
+    connection = pika.BlockingConnection(pika.URLParameters(URL))
+    ch = connection.channel()
+    ch.exchange_declare(EXCHANGE, "topic", durable=True)
+    ch.queue_declare(QUEUE)
+    ch.queue_bind(QUEUE, EXCHANGE, "#")
+    connection.close()
+
+
 class Recorder:
     def __init__(self, directory: Path) -> None:
         self.out = directory / "arrivals.txt"
-        connection = pika.BlockingConnection(pika.URLParameters(URL))
-        ch = connection.channel()
-        ch.exchange_declare(EXCHANGE, "topic", durable=True)
-        ch.queue_declare(QUEUE, exclusive=False, auto_delete=False)
-        ch.queue_bind(QUEUE, EXCHANGE, "#")
-        connection.close()
+        declare()
         self.process = subprocess.Popen(
             [sys.executable, __file__, "_record", QUEUE, str(self.out)],
             stdout=subprocess.PIPE,
@@ -280,6 +291,8 @@ class Burst:
 
 def one_burst(directory: Path, publisher: str, n: int, margin_s: float) -> Burst:
     """One burst of n runs at a slot margin_s from now, by raw pika or by a daemon."""
+    if publisher in ("ha", "all"):
+        margin_s += 3  # the election: the lock, the progress read
     slot = datetime.fromtimestamp(math.ceil(time.time() + margin_s), UTC)
     path = directory / f"{publisher}.yaml"
     write_file(path, publisher, at_jobs(n, slot))
@@ -448,15 +461,76 @@ def reload(rounds: int, n: int = 100_000, burst_n: int = 10_000) -> None:
         b.arrivals = by_slot.get(compact(b.slot), [])
     base = [max(b.lateness_ms()) for b in bursts if b.note == "no reload" and b.arrivals]
     print(f"{burst_n} `every: 30s` of {n} jobs, last arrival after the slot:")
-    print(f"  without a reload: {', '.join(f'{v:.0f}' for v in base)} ms")
+    firsts = [min(b.lateness_ms()) for b in bursts if b.note == "no reload" and b.arrivals]
+    print(f"  without a reload: last {', '.join(f'{v:.0f}' for v in base)} ms", end="")
+    print(f" (first {', '.join(f'{v:.0f}' for v in firsts)} ms)")
     for b in bursts:
         if b.note != "no reload" and b.arrivals:
             last = max(b.lateness_ms())
             delay = last - statistics.median(base) if base else float("nan")
             print(
-                f"  {b.note}: last {last:7.0f} ms, delay {delay:+6.0f} ms (target <= 100)"
-                f"  ({len(b.arrivals)} of {b.n})"
+                f"  {b.note}: first {min(b.lateness_ms()):6.0f} ms, last {last:7.0f} ms, "
+                f"delay {delay:+6.0f} ms (target <= 100)  ({len(b.arrivals)} of {b.n})"
             )
+
+
+# profile -----------------------------------------------------------------------------------
+
+
+async def _profiled_pass(path: Path, slot: datetime) -> pstats.Stats:
+    """The daemon's pass at a slot, drafted 0.4 s before as the daemon does, under cProfile
+    from the first publish to the last confirm recorded."""
+    config = read_config(path, {})
+    now = [slot - timedelta(seconds=0.4)]
+    scheduler = Scheduler(config, State(config.state), Link, clock=lambda: now[0])
+    scheduler.start()
+    await scheduler.link.channel(30)
+    scheduler.prepare(now[0])
+    now[0] = slot
+    profile = cProfile.Profile()
+    profile.enable()
+    await scheduler.step(slot)
+    profile.disable()
+    await scheduler.close()
+    return pstats.Stats(profile)
+
+
+def profile(rounds: int, n: int = 10_000) -> None:
+    """Where the slot pass's own time goes, by who spends it: beatd's code, pika's, the
+    socket writes, the event loop (waiting for confirms included), the rest."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "profile.yaml"
+        slot = datetime(2030, 1, 1, tzinfo=UTC)
+        write_file(path, "off", at_jobs(n, slot))
+        declare()
+        stats = asyncio.run(_profiled_pass(path, slot))
+    groups: dict[str, float] = {}
+    functions: list[tuple[float, str]] = []
+    for (filename, line, name), row in stats.stats.items():  # type: ignore[attr-defined]
+        tottime = row[2]
+        if "/beatd/" in filename:
+            group = "beatd"
+        elif "/pika/" in filename:
+            group = "pika"
+        elif "asyncio" in filename or name in ("<method 'poll' of 'select.epoll' objects>",):
+            group = "event loop (and waiting for confirms)"
+        elif "send" in name:
+            group = "socket send()"
+        elif "sqlite" in name or "executemany" in name:
+            group = "sqlite"
+        else:
+            group = "other (builtins called by either)"
+        groups[group] = groups.get(group, 0.0) + tottime
+        where = f"{Path(filename).parent.name}/{Path(filename).name}:{line}({name})"
+        functions.append((tottime, where if "/" in filename else name))
+    total = sum(groups.values())
+    print(f"profile of the {n}-run slot pass (cProfile inflates small calls): {total:.2f} s")
+    for group, seconds in sorted(groups.items(), key=lambda kv: -kv[1]):
+        print(f"  {group:<40} {seconds:6.3f} s  {100 * seconds / total:5.1f}%")
+    print("  beatd's own functions, tottime:")
+    mine = [(t, w) for t, w in functions if w.startswith(("core/", "scheduler/", "runtime/"))]
+    for seconds, where in sorted(mine, reverse=True)[:8]:
+        print(f"    {seconds:6.3f} s  {where}")
 
 
 @contextlib.contextmanager
@@ -484,5 +558,7 @@ if __name__ == "__main__":
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()}, {json.dumps(args)}")
     with broker_objects():
         for name in args or ["burst", "features", "reload"]:
-            {"burst": burst, "features": features, "reload": reload}[name](rounds)
+            {"burst": burst, "features": features, "reload": reload, "profile": profile}[name](
+                rounds
+            )
             print(f"  (load average now {os.getloadavg()})")
