@@ -31,9 +31,13 @@ from beatd.scheduler.timetable import Timetable
 log = logging.getLogger("beatd.scheduler")
 
 RETRY_FIRST_S, RETRY_MAX_S = 1.0, 30.0
-# Plan and draft a burst this long before its slot (10,000 runs take ~0.3 s to draft), so
-# that at the slot only the sending is left: the last of 1,000 runs leaves ~25 ms sooner.
+# Plan and draft a burst this long before its slot, so that at the slot only the sending is
+# left (the last of 1,000 runs leaves ~25 ms sooner), plus twice what drafting the burst's
+# runs took last time: 10,000 runs take 0.3 s to draft on an idle machine, 1.5 s on a busy
+# one, with signing more; a drafting that overran the slot made the whole burst that late.
 PREPARE_AHEAD_S = 0.5
+DRAFT_S_FIRST = 25e-6  # per run, until a burst was drafted here (idle machine, unsigned)
+MAX_PREPARE_AHEAD_S = 10.0
 # A wall clock that went back by more than this (a manual step, a VM restored from a snapshot)
 # would stall every job until it caught up with the cursors: reset them to now instead.
 CLOCK_STEP_BACK = timedelta(seconds=1)
@@ -88,6 +92,7 @@ class Scheduler:
         self._parked: set[str] = set()  # due while the broker is away
         self.paused: dict[str, str] = dict(paused or {})  # job -> note (beatd pause)
         self._prepared: Prepared | None = None
+        self._draft_s = DRAFT_S_FIRST  # what drafting one run took, last burst
         self._declared_queues: set[str] = set()
         self.report = Report(lambda: self.config.broker.exchange, sinks)
         # With ha: off this always leads; with ha: on, only while its link holds the lock.
@@ -173,23 +178,30 @@ class Scheduler:
             return None
         if self.link.channel_now() is None:
             return top[0]
-        return top[0] - timedelta(seconds=PREPARE_AHEAD_S)
+        return top[0] - timedelta(seconds=self._ahead_s(top[0]))
+
+    def _ahead_s(self, at: datetime) -> float:
+        """How long before the slot at to draft its burst."""
+        drafting_s = self._draft_s * self.timetable.count_at(at)
+        return min(MAX_PREPARE_AHEAD_S, PREPARE_AHEAD_S + 2 * drafting_s)
 
     def prepare(self, now: datetime) -> None:
-        """Draft the next burst if its slot is less than PREPARE_AHEAD_S after now."""
+        """Draft the next burst if its slot is near enough (see PREPARE_AHEAD_S)."""
         top = self.timetable.peek()
         if self._prepared is not None or top is None or self.link.channel_now() is None:
             return
         if not self.leadership.leading:
             return
         at = top[0]
-        if (at - now).total_seconds() > PREPARE_AHEAD_S:
+        if (at - now).total_seconds() > self._ahead_s(at):
             return
         names = self.timetable.pop_due(at)
         plans: list[plan.JobPlan] = []
         expired: set[str] = set()
         drafts = list(self._drafts(names, at, plans, expired))
         self._prepared = Prepared(at, plans, drafts, expired)
+        if names:  # the clock is injected: a test's stands still, and this stays 0
+            self._draft_s = max(0.0, (self.clock() - now).total_seconds()) / len(names)
 
     async def step(self, now: datetime) -> None:
         """Publish everything due at now (a drafted burst whose slot came, jobs due since,
