@@ -11,11 +11,13 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from beatd.core.config import Config, read_config
 from beatd.core.errors import BeatdError, ConfigError
+from beatd.core.messages import iso_utc
 from beatd.core.ports import Clock, Connector
 from beatd.runtime import collector, control
 from beatd.runtime.clock import system_clock
@@ -33,6 +35,12 @@ from beatd.scheduler.scheduler import Scheduler
 log = logging.getLogger("beatd.scheduler")
 
 MAX_SLEEP_S = 60.0  # re-read the wall clock at least this often, so a clock step is noticed
+# A read in a thread shares the interpreter with the loop: a burst published meanwhile takes
+# twice as long (a 10k burst during a 100k-job read: seconds). A reload therefore waits for
+# the gap after a burst of this many runs or more due before the read would end...
+READ_AROUND_RUNS = 1000
+READ_S_PER_JOB_FIRST = 100e-6  # (the read's length: the last read's; the first, guessed)
+MAX_READ_WAIT_S = 60.0  # ...but for no longer than this; then it reads all the same
 SHUTDOWN_GRACE_S = 10.0  # how long SIGTERM waits for confirms of the batch in flight
 
 
@@ -67,6 +75,8 @@ class SchedulerDaemon:
         self.metrics: SchedulerMetrics | None = None  # with a metrics: section
         self._reading: asyncio.Task[Reading] | None = None  # a reload's read, in a thread
         self._asked_at = clock()  # when the reload being read was asked for
+        self._waiting_since: datetime | None = None  # a reload waits for a gap (see above)
+        self._read_s: float | None = None  # how long the last read took
 
     def request_stop(self) -> None:
         self.lifecycle.request_stop()
@@ -205,12 +215,43 @@ class SchedulerDaemon:
             read = self._read_outcome(reading, scheduler)
             if read is not None:
                 await self._adopt(scheduler, read)
-        if self._reading is None and self.lifecycle.take_reload():
+        if self._reading is None and (
+            self.lifecycle.take_reload() or self._waiting_since is not None
+        ):
+            if self._wait_for_a_gap(scheduler):
+                return
             self.notifier.reloading()
             self._asked_at = self.clock()
             self._reading = asyncio.create_task(self._read(scheduler))
             self._reading.add_done_callback(lambda _: self.lifecycle.wake.set())
             await self._reload_step(scheduler)  # what is due already waits for the file
+
+    def _wait_for_a_gap(self, scheduler: Scheduler) -> bool:
+        """Whether a reload asked for should wait: a burst of READ_AROUND_RUNS or more comes
+        due before the read would end (it goes by the running schedule, as it would have
+        during the read; a slot due already waits for the file, as ever), and the reload has
+        not waited MAX_READ_WAIT_S yet. The loop wakes for the burst; the read starts in the
+        gap after it."""
+        now = self.clock()
+        since = self._waiting_since or now
+        read_s = self._read_s
+        if read_s is None:
+            read_s = READ_S_PER_JOB_FIRST * len(scheduler.jobs)
+        runs, at = scheduler.biggest_burst(now, now + timedelta(seconds=1.5 * read_s + 1))
+        waited_s = (now - since).total_seconds()
+        if runs < READ_AROUND_RUNS or not 0 <= waited_s < MAX_READ_WAIT_S:
+            if self._waiting_since is not None and runs >= READ_AROUND_RUNS:
+                log.warning("reload: reading the file now, beside a burst of %d runs", runs)
+            self._waiting_since = None
+            return False
+        if self._waiting_since is None:
+            log.info(
+                "reload: reading the file after the burst of %d runs due at %s",
+                runs,
+                iso_utc(at or now),
+            )
+            self._waiting_since = now
+        return True
 
     async def _step(self, scheduler: Scheduler) -> None:
         """One step; if SIGTERM comes meanwhile, give the batch in flight a few seconds to be
@@ -252,8 +293,12 @@ class SchedulerDaemon:
             config = load_schedule(self.path, self.env)
             return Reading(config, compare(running, config, self.clock()), _digest(self.path))
 
-        with collector.paused():
-            return await asyncio.to_thread(read)
+        started = self.clock()
+        try:
+            with collector.paused():
+                return await asyncio.to_thread(read)
+        finally:
+            self._read_s = max(0.0, (self.clock() - started).total_seconds())
 
     def _read_outcome(self, reading: asyncio.Task[Reading], scheduler: Scheduler) -> Reading | None:
         """What was read, or None when it was refused (logged; the schedule runs on)."""

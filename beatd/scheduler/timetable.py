@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 from datetime import datetime
 
 
@@ -51,6 +52,10 @@ class Timetable:
     def count_at(self, at: datetime) -> int:
         """How many jobs are due at exactly this time (the size of a burst)."""
         return self._count.get(at, 0)
+
+    def counts(self) -> Iterable[tuple[datetime, int]]:
+        """Each due time with how many jobs are due then."""
+        return self._count.items()
 
     def peek(self) -> tuple[datetime, str] | None:
         """The earliest live entry (stale ones, of removed or rescheduled jobs, go)."""
