@@ -438,7 +438,9 @@ def reload(rounds: int, n: int = 100_000, burst_n: int = 10_000) -> None:
             done = daemon.wait_for("reloaded", 120, after=mark)
             took = (done or asked) - asked
             print(f"  a reload of {n} jobs, alone: {took:.2f} s from the edit to `reloaded`")
-            offsets = [None, took * 0.5, None, took - 0.3, None, took + 0.2]
+            # Edited half a read before the slot (the daemon reads after the burst), a read
+            # before it (the read may overrun into it), and well before it.
+            offsets = [None, took * 0.5, None, took, None, took * 1.6 + 1]
             generation = 1
             for r in range(rounds):
                 for offset in offsets:
@@ -451,9 +453,15 @@ def reload(rounds: int, n: int = 100_000, burst_n: int = 10_000) -> None:
                         time.sleep(max(0.0, slot_s - offset - time.time()))
                         generation += 1
                         reload_file(path, n, burst_n, generation)
+                    mark = len(daemon.lines)
                     bursts.append(Burst("reload", burst_n, slot, note))
                     time.sleep(max(0.0, slot_s - time.time()) + 3)
                     print(f"  round {r + 1} burst at {compact(slot)}: {note}")
+                    if offset is not None:
+                        daemon.wait_for("reloaded", 120, after=mark)
+                        for at, line in daemon.lines[mark:]:
+                            if "reload" in line:
+                                print(f"    {at - slot_s:+7.2f} s  {line[-110:]}")
         finally:
             daemon.stop()
         by_slot = recorder.arrivals()
