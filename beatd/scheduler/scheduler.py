@@ -36,7 +36,7 @@ RETRY_FIRST_S, RETRY_MAX_S = 1.0, 30.0
 # runs took last time: 10,000 runs take 0.3 s to draft on an idle machine, 1.5 s on a busy
 # one, with signing more; a drafting that overran the slot made the whole burst that late.
 PREPARE_AHEAD_S = 0.5
-DRAFT_S_FIRST = 25e-6  # per run, until a burst was drafted here (idle machine, unsigned)
+DRAFT_S_FIRST = 100e-6  # per run, until a burst was drafted here (a busy machine)
 MAX_PREPARE_AHEAD_S = 10.0
 # A wall clock that went back by more than this (a manual step, a VM restored from a snapshot)
 # would stall every job until it caught up with the cursors: reset them to now instead.
