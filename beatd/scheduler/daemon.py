@@ -75,7 +75,8 @@ class SchedulerDaemon:
         self.metrics: SchedulerMetrics | None = None  # with a metrics: section
         self._reading: asyncio.Task[Reading] | None = None  # a reload's read, in a thread
         self._asked_at = clock()  # when the reload being read was asked for
-        self._waiting_since: datetime | None = None  # a reload waits for a gap (see above)
+        self._waiting_since: datetime | None = None  # a reload asked for, not read yet
+        self._told_waiting = False  # that it waits for the gap after a burst (see above)
         self._read_s: float | None = None  # how long the last read took
 
     def request_stop(self) -> None:
@@ -185,6 +186,8 @@ class SchedulerDaemon:
             while not life.stops:
                 await self._reload_step(scheduler)
                 await self._step(scheduler)
+                if self._waiting_since is not None:  # for the burst just published, maybe
+                    await self._reload_step(scheduler)
                 self.notifier.send(STATUS=scheduler.status())
                 if life.stops:
                     break
@@ -215,42 +218,43 @@ class SchedulerDaemon:
             read = self._read_outcome(reading, scheduler)
             if read is not None:
                 await self._adopt(scheduler, read)
-        if self._reading is None and (
-            self.lifecycle.take_reload() or self._waiting_since is not None
-        ):
-            if self._wait_for_a_gap(scheduler):
-                return
+        if self._reading is None and self._waiting_since is None and self.lifecycle.take_reload():
             self.notifier.reloading()
-            self._asked_at = self.clock()
+            self._waiting_since = self.clock()
+        if self._reading is None and self._waiting_since is not None:
+            asked_at = self._waiting_since
+            if self._wait_for_a_gap(scheduler, asked_at):
+                return
+            self._waiting_since, self._told_waiting = None, False
+            self._asked_at = asked_at
             self._reading = asyncio.create_task(self._read(scheduler))
             self._reading.add_done_callback(lambda _: self.lifecycle.wake.set())
             await self._reload_step(scheduler)  # what is due already waits for the file
 
-    def _wait_for_a_gap(self, scheduler: Scheduler) -> bool:
-        """Whether a reload asked for should wait: a burst of READ_AROUND_RUNS or more comes
-        due before the read would end (it goes by the running schedule, as it would have
-        during the read; a slot due already waits for the file, as ever), and the reload has
-        not waited MAX_READ_WAIT_S yet. The loop wakes for the burst; the read starts in the
-        gap after it."""
+    def _wait_for_a_gap(self, scheduler: Scheduler, asked_at: datetime) -> bool:
+        """Whether a reload asked for at asked_at should wait: a burst of READ_AROUND_RUNS
+        or more, due after asked_at, is still to be published before the read would end (it
+        goes by the running schedule, as it would have during the read; a slot due already
+        when the reload was asked for waits for the file, as ever), and the reload has not
+        waited MAX_READ_WAIT_S yet. The loop wakes for the burst; the read starts after it."""
         now = self.clock()
-        since = self._waiting_since or now
         read_s = self._read_s
         if read_s is None:
             read_s = READ_S_PER_JOB_FIRST * len(scheduler.jobs)
-        runs, at = scheduler.biggest_burst(now, now + timedelta(seconds=1.5 * read_s + 1))
-        waited_s = (now - since).total_seconds()
-        if runs < READ_AROUND_RUNS or not 0 <= waited_s < MAX_READ_WAIT_S:
-            if self._waiting_since is not None and runs >= READ_AROUND_RUNS:
-                log.warning("reload: reading the file now, beside a burst of %d runs", runs)
-            self._waiting_since = None
+        runs, at = scheduler.biggest_burst(asked_at, now + timedelta(seconds=1.5 * read_s + 1))
+        waited_s = (now - asked_at).total_seconds()
+        if runs < READ_AROUND_RUNS:
             return False
-        if self._waiting_since is None:
+        if not 0 <= waited_s < MAX_READ_WAIT_S:
+            log.warning("reload: reading the file now, beside a burst of %d runs", runs)
+            return False
+        if not self._told_waiting:
+            self._told_waiting = True
             log.info(
                 "reload: reading the file after the burst of %d runs due at %s",
                 runs,
                 iso_utc(at or now),
             )
-            self._waiting_since = now
         return True
 
     async def _step(self, scheduler: Scheduler) -> None:

@@ -185,14 +185,15 @@ class Scheduler:
         drafting_s = self._draft_s * self.timetable.count_at(at)
         return min(MAX_PREPARE_AHEAD_S, PREPARE_AHEAD_S + 2 * drafting_s)
 
-    def biggest_burst(self, now: datetime, until: datetime) -> tuple[int, datetime | None]:
-        """The most runs due at one slot after now up to until, and that slot (0, None)."""
+    def biggest_burst(self, after: datetime, until: datetime) -> tuple[int, datetime | None]:
+        """The most runs due at one slot after `after` up to until and not published yet,
+        and that slot (0, None: none)."""
         best: tuple[int, datetime | None] = (0, None)
         prepared = self._prepared
-        if prepared is not None and now < prepared.at <= until:
+        if prepared is not None and after < prepared.at <= until:
             best = (len(prepared.drafts), prepared.at)
         for at, count in self.timetable.counts():
-            if now < at <= until and count > best[0]:
+            if after < at <= until and count > best[0]:
                 best = (count, at)
         return best
 
