@@ -100,7 +100,7 @@ from beatd.core.yamlfile import parse
 t1 = time.perf_counter()
 parse(open(sys.argv[1], encoding="utf-8").read(), sys.argv[1])
 t2 = time.perf_counter()
-config = read_config(sys.argv[1], os.environ)  # YAML again, then validation
+config = read_config(sys.argv[1], os.environ)  # YAML again, each job validated as read
 t3 = time.perf_counter()
 now = datetime.fromisoformat(sys.argv[2])
 runs = listing.with_inactive(list(listing.upcoming(config.jobs, now)), config.jobs)

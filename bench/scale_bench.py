@@ -8,7 +8,9 @@ Targets (issue #14, item 2): 100,000 jobs: READY=1 within 3 s of start and peak 
 
 The file is list_bench's realistic mix (cron, `H` cron, intervals, one-offs, args, kwargs,
 jitter, zones). Every measurement is a fresh process:
-- check, list: `python -m beatd check|list -c FILE` from start to exit;
+- floor: libyaml emitting the file's parse events, nothing built (a process of its own too),
+  so that ratios to it hold on a loaded machine;
+- check, list: `python -m beatd check|list -c FILE` from start to exit, wall and CPU seconds;
 - ready: `python -m beatd run -c FILE` from spawn to its READY=1 on a notify socket of ours;
 - peak RSS: the daemon's VmHWM one second after READY (the first plan is made before READY);
   per job: (peak RSS - peak RSS of a 10-job file) / jobs.
@@ -26,6 +28,7 @@ import asyncio
 import gc
 import os
 import platform
+import resource
 import socket
 import statistics
 import subprocess
@@ -53,15 +56,39 @@ def write_file(directory: Path, count: int) -> Path:
     return path
 
 
-def timed(command: str, path: Path) -> float:
-    extra = ["--now", NOW] if command == "list" else []
-    start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "beatd", command, "-c", str(path), *extra],
-        stdout=subprocess.DEVNULL,
-        check=True,
-    )
-    return time.perf_counter() - start
+# The floor: libyaml emitting the parse events of the same file, nothing built from them.
+FLOOR = """
+import sys
+from yaml._yaml import CParser
+from yaml.events import StreamEndEvent
+with open(sys.argv[1], encoding="utf-8") as file:
+    get = CParser(file.read()).get_event
+while type(get()) is not StreamEndEvent:
+    pass
+"""
+
+
+def _cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(command: str, path: Path) -> tuple[float, float]:
+    """Wall seconds from start to exit, and the CPU seconds the process used (on a shared
+    machine the wall time is mostly waiting for a core)."""
+    if command == "floor":
+        argv = [sys.executable, "-c", FLOOR, str(path)]
+    else:
+        extra = ["--now", NOW] if command == "list" else []
+        argv = [sys.executable, "-m", "beatd", command, "-c", str(path), *extra]
+    cpu, start = _cpu_of_children(), time.perf_counter()
+    subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - start, _cpu_of_children() - cpu
+
+
+def median_of(command: str, path: Path, repeats: int) -> tuple[float, float]:
+    runs = [timed(command, path) for _ in range(repeats)]
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
 
 
 def _status_kib(pid: int, field: str) -> int:
@@ -151,29 +178,38 @@ def main() -> None:
         f", {platform.system()} {platform.release()}; load average {load1:.2f} / {load5:.2f}"
     )
     print()
-    print("| jobs | file | check | list | READY | peak RSS | per job | targets |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---|")
+    print(
+        "| jobs | file | floor | check | list | READY | check, list in floors"
+        " | CPU: floor, check, list | peak RSS | per job | targets |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         _, base_rss = ready(write_file(directory, 10), directory)
         for size in args.sizes:
             path = write_file(directory, size)
             timed("check", path)  # warm the OS file cache and the bytecode
-            check = statistics.median(timed("check", path) for _ in range(args.repeats))
-            listed = statistics.median(timed("list", path) for _ in range(args.repeats))
-            runs = [ready(path, directory) for _ in range(args.repeats)]
+            floor, floor_cpu = median_of("floor", path, args.repeats)
+            check, check_cpu = median_of("check", path, args.repeats)
+            listed, list_cpu = median_of("list", path, args.repeats)
+            runs = [ready(path, directory) for _ in range(args.repeats)]  # 1st: a new state
             start = statistics.median(r[0] for r in runs)
             peak = max(r[1] for r in runs)
             per_job = (peak - base_rss) * 1024 * 1024 / size
             quick, ready_target, rss_target = TARGETS.get(size, (None, None, None))
             print(
-                f"| {size:,} | {path.stat().st_size / 1e6:.1f} MB | {check:.3f} s"
-                f" | {listed:.3f} s | {start:.2f} s | {peak:.0f} MiB | {per_job:,.0f} B"
+                f"| {size:,} | {path.stat().st_size / 1e6:.1f} MB | {floor:.3f} s"
+                f" | {check:.3f} s | {listed:.3f} s | {start:.2f} s"
+                f" | {check / floor:.1f}, {listed / floor:.1f}"
+                f" | {floor_cpu:.2f}, {check_cpu:.2f}, {list_cpu:.2f} s"
+                f" | {peak:.0f} MiB | {per_job:,.0f} B"
                 f" | {mark(max(check, listed), quick)}, {mark(start, ready_target)},"
                 f" {mark(peak, rss_target)} |"
             )
         print()
         print(f"peak RSS of a 10-job daemon (the base for per job): {base_rss:.0f} MiB")
+        load1, load5, _ = os.getloadavg()
+        print(f"load average at the end: {load1:.2f} / {load5:.2f}")
         if 100_000 in args.sizes:
             reload_lag(directory / "jobs-100000.yaml")
 

@@ -3,7 +3,8 @@
 It models what the daemons rely on: exchanges (direct, topic, fanout, and the default exchange
 ''), durable queues with dead-letter arguments, bindings, mandatory returns (UNROUTABLE),
 publisher confirms with scripted nacks and connection losses, a channel closed by a 404 or a
-406, consumers with prefetch, ack/reject/requeue with redelivery when a channel goes away, and
+406, server-named exclusive queues (gone with their channel), auto-delete exchanges, direct
+reply-to, consumers with prefetch, ack/reject/requeue with redelivery when a channel goes away, and
 the broker going down and coming back. Everything happens on the test's event loop, at once:
 a link reconnects as soon as the broker is up, a publish settles before `publish` returns.
 
@@ -33,6 +34,7 @@ from beatd.core.ports import Delivery, Outcome, Setup
 from beatd.runtime.channel import _pika_properties
 
 NACK, LOSE = "nack", "lose"
+REPLY_TO = "amq.rabbitmq.reply-to"
 
 
 @dataclass
@@ -74,6 +76,9 @@ class FakeBroker:
         self.unencodable: Callable[[str, Properties], bool] = lambda _exchange, _props: False
         self.locks: dict[str, FakeChannel] = {}  # exclusive queues: held by a connection
         self.lines: dict[str, list[tuple[FakeChannel, str]]] = {}  # single-active-consumer
+        self.private: dict[str, FakeChannel] = {}  # server-named exclusive queues: their owner
+        self.auto_delete: set[str] = set()  # exchanges that go with their last binding
+        self.reply_to: dict[str, tuple[FakeChannel, Callable[[Delivery], None]]] = {}
         self._changed = asyncio.Event()
 
     # The test's controls
@@ -105,6 +110,14 @@ class FakeBroker:
         for link in self.links:
             link.drop("connection reset")
         self._notify()
+
+    def delete_queue(self, name: str) -> None:
+        self.queues.pop(name, None)
+        self.private.pop(name, None)
+        self.bindings = {b for b in self.bindings if b[1] != name}
+        for exchange in [x for x in self.auto_delete if not any(b[0] == x for b in self.bindings)]:
+            self.auto_delete.discard(exchange)
+            self.exchanges.pop(exchange, None)
 
     def delete_exchange(self, name: str) -> None:
         """Delete an exchange as `rabbitmqctl`/the management UI does: its bindings go too."""
@@ -202,6 +215,7 @@ class FakeLink:
         self.url = "amqp://guest:***@fake/%2F"
         self.changed = asyncio.Event()
         self._channel: FakeChannel | None = None
+        self._others: list[FakeChannel] = []  # open_channel's, closed with the connection
         self._up = asyncio.Event()
         self._closed = False
 
@@ -232,6 +246,13 @@ class FakeLink:
             return holder is channel
         self.broker.locks[queue] = channel
         return True
+
+    async def open_channel(self) -> FakeChannel:
+        if self.channel_now() is None:
+            raise BrokerError("not connected")
+        channel = FakeChannel(self)
+        self._others = [c for c in self._others if c.open] + [channel]
+        return channel
 
     async def read_last(self, queue: str, arguments: Mapping[str, Any]) -> bytes | None:
         channel = self.channel_now()
@@ -280,6 +301,9 @@ class FakeLink:
     def drop(self, reason: str) -> None:
         channel, self._channel = self._channel, None
         self._up.clear()
+        others, self._others = self._others, []
+        for other in others:
+            other.close_now(reason)
         if channel is not None:
             channel.close_now(reason)
             if not self._closed:
@@ -288,6 +312,8 @@ class FakeLink:
     def deliver(self) -> None:
         if self._channel is not None:
             self._channel.deliver()
+        for other in self._others:
+            other.deliver()
 
     async def close(self) -> None:
         self._closed = True
@@ -308,6 +334,7 @@ class FakeChannel:
         self.closed_because = ""
         self._consumers: dict[str, tuple[str, Callable[[Delivery], None], int]] = {}
         self._unacked: dict[int, tuple[str, Message]] = {}
+        self._reply_to: str | None = None  # its direct reply-to address, once it consumes it
 
     @property
     def is_open(self) -> bool:
@@ -325,7 +352,13 @@ class FakeChannel:
         return BrokerError(reason)
 
     async def declare_exchange(
-        self, name: str, kind: str = "topic", *, passive: bool = False, durable: bool = True
+        self,
+        name: str,
+        kind: str = "topic",
+        *,
+        passive: bool = False,
+        durable: bool = True,
+        auto_delete: bool = False,
     ) -> None:
         self._check()
         existing = self.broker.exchanges.get(name)
@@ -337,6 +370,8 @@ class FakeChannel:
             raise self._fail(f"406 PRECONDITION_FAILED - inequivalent arg 'type' for '{name}'")
         if existing is None and passive:
             raise self._fail(f"404 NOT_FOUND - no exchange '{name}'")
+        if auto_delete:
+            self.broker.auto_delete.add(name)
         self.broker.exchanges.setdefault(name, kind)
 
     async def declare_queue(
@@ -356,6 +391,13 @@ class FakeChannel:
         elif not passive and dict(arguments or {}) != dict(existing.arguments):
             raise self._fail(f"406 PRECONDITION_FAILED - inequivalent args for queue '{name}'")
         return len(existing.ready)
+
+    async def declare_private_queue(self, arguments: Mapping[str, Any]) -> str:
+        self._check()
+        name = f"amq.gen-{next(self._tags)}"
+        self.broker.queues[name] = Queue(name, dict(arguments))
+        self.broker.private[name] = self
+        return name
 
     async def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
         self._check()
@@ -403,6 +445,13 @@ class FakeChannel:
             self.link.drop("connection lost mid-publish")
             self.broker._notify()
             return Outcome.LOST
+        if properties.reply_to == REPLY_TO:
+            if self._reply_to is None:
+                self._fail("406 PRECONDITION_FAILED - fast reply consumer does not exist")
+                return Outcome.LOST
+            properties = replace(properties, reply_to=self._reply_to)
+        if exchange == "" and key.startswith(REPLY_TO + "."):
+            return self._reply(key, body, properties)
         if exchange not in self.broker.exchanges:
             self._fail(f"404 NOT_FOUND - no exchange '{exchange}'")
             return Outcome.LOST
@@ -410,6 +459,17 @@ class FakeChannel:
         routed = self.broker.enqueue(message, exchange, key)
         self.broker.accepted.append(message)
         return Outcome.CONFIRMED if routed or not mandatory else Outcome.UNROUTABLE
+
+    def _reply(self, key: str, body: bytes, properties: Properties) -> Outcome:
+        """Direct reply-to: straight to the asking channel's consumer, or nowhere (as RabbitMQ
+        drops an answer whose asker went away)."""
+        self.broker.accepted.append(Message("", key, body, properties))
+        target = self.broker.reply_to.get(key)
+        if target is not None and target[0].open:
+            channel, on_message = target
+            delivery = Delivery(channel, 0, False, "", key, properties, body)  # type: ignore[arg-type]
+            asyncio.get_running_loop().call_soon(on_message, delivery)
+        return Outcome.CONFIRMED
 
     # Consuming
 
@@ -420,8 +480,15 @@ class FakeChannel:
         *,
         prefetch: int,
         arguments: Mapping[str, Any] | None = None,  # a stream offset: not modelled
+        auto_ack: bool = False,
     ) -> str:
         self._check()
+        if queue == REPLY_TO:
+            if not auto_ack:
+                raise self._fail("406 PRECONDITION_FAILED - reply consumer cannot acknowledge")
+            self._reply_to = f"{REPLY_TO}.{id(self)}"
+            self.broker.reply_to[self._reply_to] = (self, on_message)
+            return f"ctag-{next(self._tags)}"
         if queue not in self.broker.queues:
             raise self._fail(f"404 NOT_FOUND - no queue '{queue}'")
         tag = f"ctag-{next(self._tags)}"
@@ -442,6 +509,8 @@ class FakeChannel:
         for tag, (queue, on_message, prefetch) in list(self._consumers.items()):
             if queue in self.broker.lines and self.broker.active(queue) != (self, tag):
                 continue
+            if queue not in self.broker.queues:
+                continue  # deleted under its consumer
             ready = self.broker.queues[queue].ready
             while self.open and tag in self._consumers and ready:
                 if sum(1 for q, _ in self._unacked.values() if q == queue) >= prefetch:
@@ -487,13 +556,21 @@ class FakeChannel:
         self.open = False
         self.closed_because = reason
         self.release()
+        for name in [q for q, owner in self.broker.private.items() if owner is self]:
+            self.broker.delete_queue(name)  # exclusive, auto-delete: gone with its channel
+        if self._reply_to is not None:
+            self.broker.reply_to.pop(self._reply_to, None)
+
+    async def close(self) -> None:
+        self.close_now("closed by the client")
 
     def release(self) -> None:
         """The broker's side of a closed channel: its consumers go, its unacked messages go
         back to their queues, redelivered (to another single active consumer, if any)."""
         self._consumers.clear()
         for queue_name, message in reversed(list(self._unacked.values())):
-            self.broker.queues[queue_name].ready.appendleft(replace(message, redelivered=True))
+            if queue_name in self.broker.queues:
+                self.broker.queues[queue_name].ready.appendleft(replace(message, redelivered=True))
         self._unacked.clear()
         with contextlib.suppress(RuntimeError):  # no loop: nobody to deliver to
             asyncio.get_running_loop().call_soon(self.broker.deliver_all)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -64,7 +65,13 @@ async def test_a_paused_job_publishes_nothing_and_its_misfire_policy_decides_on_
 
 def config_file(tmp_path: Path) -> Path:
     path = tmp_path / "beatd.yaml"
-    path.write_text(f"broker:\n  exchange: beatd\nstate: {tmp_path / 'state.db'}\njobs:\n{JOBS}")
+    # A control exchange nobody declared: the CLI finds no scheduler on the shared broker and
+    # asks the socket, as on a host whose scheduler cannot reach the broker.
+    control_exchange = f"t.control.{uuid.uuid4().hex[:8]}"
+    path.write_text(
+        f"broker:\n  exchange: beatd\n  control_exchange: {control_exchange}\n"
+        f"state: {tmp_path / 'state.db'}\njobs:\n{JOBS}"
+    )
     return path
 
 
@@ -101,7 +108,8 @@ async def test_status_pause_and_resume_reach_the_running_scheduler_and_a_pause_s
     paused = await asyncio.to_thread(
         ask, path, {"command": "pause", "job": "tick", "note": "db work"}
     )
-    assert paused == {"ok": True, "socket": str(control.socket_path(tmp_path / "state.db"))}
+    assert paused is not None and paused["ok"] is True and paused["leading"] is True
+    assert paused["socket"] == str(control.socket_path(tmp_path / "state.db"))
     assert daemon.scheduler is not None and daemon.scheduler.paused == {"tick": "db work"}
     unknown = await asyncio.to_thread(ask, path, {"command": "pause", "job": "nope"})
     assert unknown is not None and "no job named 'nope'" in str(unknown["error"])
@@ -126,7 +134,9 @@ def test_status_without_a_running_scheduler_says_so_and_exits_3(
 ) -> None:
     path = config_file(tmp_path)
     assert main(["status", "-c", str(path)]) == 3
-    assert "beatd run is not running on this host" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("beatd run is not answering on the broker (exchange t.control.")
+    assert f"nor on this host (no answer at {tmp_path / 'beatd.sock'})" in err
 
 
 def test_pause_without_a_running_scheduler_is_recorded_for_its_start(
@@ -134,7 +144,7 @@ def test_pause_without_a_running_scheduler_is_recorded_for_its_start(
 ) -> None:
     path = config_file(tmp_path)
     assert main(["pause", "-c", str(path), "tick", "--note", "until Monday"]) == 0
-    assert "takes effect at its start" in capsys.readouterr().out
+    assert "it takes effect when beatd run starts on this host" in capsys.readouterr().out
     assert control.read_pauses(tmp_path / "state.db") == {"tick": "until Monday"}
     assert main(["pause", "-c", str(path), "nope"]) == 1
     assert "no job named 'nope'" in capsys.readouterr().err
@@ -151,6 +161,10 @@ async def test_the_status_table_shows_the_role_counters_and_the_note(
     broker.exchanges["beatd"] = "topic"
     daemon, task = await running(path, broker, clock)
     await asyncio.to_thread(main, ["pause", "-c", str(path), "tick", "--note", "db work"])
+    code = await asyncio.to_thread(main, ["status", "-c", str(path)])
+    assert "note: beatd run is not answering on the broker" in capsys.readouterr().err
+    only_here = await asyncio.to_thread(main, ["status", "-c", str(path), "--socket"])
+    assert only_here == 0 and capsys.readouterr().err == ""
     code = await asyncio.to_thread(main, ["status", "-c", str(path)])
     daemon.request_stop()
     await task

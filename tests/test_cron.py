@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from itertools import islice, pairwise
+from zoneinfo import ZoneInfo
 
 import pytest
 from croniter import croniter
 from cronsim import CronSim
 
+from beatd.core import cron
 from beatd.core.cron import CronExpr, CronSchedule, parse
 from beatd.core.errors import CronError
 from tests.clock import utc
@@ -252,6 +254,55 @@ def test_h_depends_on_the_job_name_even_inside_a_list() -> None:
 def test_h_in_day_of_week_is_a_single_weekday() -> None:
     weekdays = {parse("0 0 * * H", name).weekdays for name in NAMES}
     assert weekdays == {frozenset({d}) for d in range(7)}
+
+
+# Every place an `H` can stand, and the odd ones: `LH` in day-of-week hashes the empty name.
+H_EXPRESSIONS = [
+    "H * * * *", "H H * * *", "H/15 * * * *", "H H(0-5) * * 1-5", "H(0-29)/10 * * * *",
+    "H H H * *", "0,H * * * *", "0 0 * * H", "0 0 * * lh", "0 0 * * hl", "0 0 * * h#2",
+    "0 0 * * H(1-5)#3", "0 0 H(28-31) 2 *", "H H(0-10),H(12-23)/5 * * *", "H H H H H H",
+    "H/7 H/5 H/9 H(1-12)/5 H", "0 0 H,L * *", "0 0 H,15W * *", "H(0-59)/61 * * * *",
+    "30 H(0-5) H * 1#1", "H H * * 0 H", "0 0 1-L/H * *", "H(5-1) * * * *",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("expression", H_EXPRESSIONS)
+def test_h_fields_parsed_once_per_period_match_each_names_own_hash(expression: str) -> None:
+    # Jobs whose names hash alike modulo a field's period share one parsed expression; each
+    # must still equal the expression built from the name's whole hash, error for error.
+    text = " ".join(expression.split())
+    for name in ["", *NAMES]:
+        try:
+            ours: CronExpr | str = parse(expression, name)
+        except CronError as exc:
+            ours = str(exc)
+        try:
+            whole: CronExpr | str = cron._build(
+                text, cron._fields(text), cron._full_spreads(text, name)
+            )
+        except CronError as exc:
+            whole = str(exc)
+        if isinstance(ours, str) and isinstance(whole, str):
+            assert ours.startswith(whole), (name, ours, whole)  # plus croniter's hint, if any
+        else:
+            assert ours == whole, name
+
+
+def test_h_expressions_are_shared_between_names_that_hash_alike() -> None:
+    parsed = {id(parse("H * * * *", name)) for name in NAMES}
+    assert len(parsed) <= 60
+
+
+def test_a_schedule_answers_a_repeated_question_without_confusing_the_two_folds() -> None:
+    # 01:30 in Berlin's repeated hour is two instants with equal fields; the schedule
+    # remembers its last answer, and must not give the first instant's to the second.
+    zone = ZoneInfo("Europe/Berlin")
+    schedule = CronSchedule(parse("*/20 * * * *"), zone)
+    first = datetime(2026, 10, 25, 2, 30, tzinfo=zone, fold=0)
+    second = first.replace(fold=1)
+    assert schedule.next_after(first) == schedule.next_after(first)
+    assert schedule.next_after(second) == datetime(2026, 10, 25, 1, 40, tzinfo=UTC)
+    assert schedule.next_after(first) == datetime(2026, 10, 25, 0, 40, tzinfo=UTC)
 
 
 def test_an_h_expression_runs_at_its_hashed_time() -> None:

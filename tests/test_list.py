@@ -276,3 +276,31 @@ def test_list_of_a_yearly_job_in_its_last_year_shows_no_next_run(
     code, out, err = run(capsys, "list", "-c", str(path), "--now", "9999-06-01", "--count", "3")
     assert (code, err) == (0, "")
     assert rows(out) == [["NEXT (UTC)", "LEFT", "LAST", "JOB", "SCHEDULE", "TASK"]]
+
+
+def test_jobs_sharing_a_schedule_each_get_their_own_row_and_the_earliest_comes_first(
+    tmp_path: Path,
+) -> None:
+    # One next run is worked out per shared schedule object; every job still gets its row,
+    # its name, and the schedule's DST note, in time order (then by name).
+    path = tmp_path / "shared.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            timezone: Europe/Berlin
+            jobs:
+              c: {cron: "30 2 * * *", task: t}
+              a: {cron: "30 2 * * *", task: t}
+              early: {every: 1m, task: t}
+              b: {cron: "30 2 * * *", task: t}
+            """
+        ),
+        encoding="utf-8",
+    )
+    config = read_config(path, {"HOME": str(tmp_path)})
+    assert config.jobs[0].schedule is config.jobs[1].schedule
+    now = datetime(2026, 3, 28, 12, 0, tzinfo=UTC)
+    runs = list(listing.upcoming(config.jobs, now))
+    assert [run.job.name for run in runs] == ["early", "a", "b", "c"]
+    assert len({run.at for run in runs[1:]}) == 1
+    assert all(run.note.startswith("DST: 02:30 skipped") for run in runs[1:])

@@ -27,7 +27,7 @@ import pytest
 from tests.rabbit import HOST, PORT, rabbitmqctl, require_broker
 
 README = Path(__file__).parent.parent / "README.md"
-ROLES = ("beatd-scheduler", "beatd-worker", "beatd-trigger")
+ROLES = ("beatd-scheduler", "beatd-worker", "beatd-trigger", "beatd-control")
 DOC_VHOST = "beatd"
 
 
@@ -44,9 +44,13 @@ def documented_permissions() -> dict[str, tuple[str, str, str]]:
 
 def test_the_readme_gives_each_daemon_no_more_than_it_needs() -> None:
     perms = documented_permissions()
-    # Neither the scheduler nor trigger consumes anything.
-    assert perms["beatd-scheduler"][2] == "^$"
-    assert perms["beatd-trigger"] == perms["beatd-scheduler"]
+    # trigger consumes nothing; the scheduler only its own control queue (server-named).
+    assert perms["beatd-trigger"] == ("^beatd$", "^beatd$", "^$")
+    read = re.compile(perms["beatd-scheduler"][2])
+    assert [n for n in ("beatd", "beatd.tasks", "beatd.dead") if read.match(n)] == []
+    assert read.match("beatd.control") and read.match("amq.gen-Xq2Vt")
+    # An operator asking from another host may publish requests, nothing else.
+    assert perms["beatd-control"] == ("^$", "^beatd\\.control$", "^$")
     # A worker's password may not publish to the runs exchange (its own queue it can reach
     # through amq.default, which retries need: the README says only signing stops that).
     assert not re.match(perms["beatd-worker"][1], "beatd")
@@ -183,6 +187,22 @@ def test_both_daemons_and_trigger_work_with_exactly_the_documented_permissions(
             )  # fmt: skip
             assert trigger.returncode == 0, trigger.stderr
             wait_for(manual.exists, "triggered run", logs)
+            # An operator elsewhere: its own state folder (no socket), the control user.
+            elsewhere = tmp_path / "elsewhere"
+            elsewhere.mkdir()
+            operator = write(
+                elsewhere / "beatd.yaml",
+                scheduler_file.read_text().replace(
+                    tenant.users["beatd-scheduler"], tenant.users["beatd-control"]
+                ),
+            )
+            for command in (["status"], ["pause", "touch"], ["resume", "touch"]):
+                asked = subprocess.run(
+                    [sys.executable, "-m", "beatd", *command, "-c", str(operator)],
+                    capture_output=True, text=True, timeout=60, check=False,
+                )  # fmt: skip
+                assert asked.returncode == 0, asked.stderr
+                assert "(pid " in asked.stdout and asked.stderr == "", "answered through the broker"
         finally:
             scheduler.send_signal(signal.SIGTERM)
             assert scheduler.wait(30) == 0

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from enum import Enum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from beatd.core import commands, cron, durations, textfile, values
 from beatd.core.commands import ArgsPolicy
@@ -25,7 +25,7 @@ from beatd.core.describe import describe
 from beatd.core.errors import ConfigError, CronError, Problem
 from beatd.core.schedules import At, Cron, Interval, Schedule
 from beatd.core.signing import Signing, key_from_text
-from beatd.core.yamlfile import YamlError, YMap, dotted, parse
+from beatd.core.yamlfile import YamlError, YList, YMap, dotted, parse
 
 T = TypeVar("T")
 
@@ -42,7 +42,7 @@ def valid_job_name(name: object) -> bool:
     return (
         isinstance(name, str)
         and bool(JOB_NAME.match(name))
-        and len(name.encode()) <= JOB_NAME_BYTES
+        and (name.isascii() or len(name.encode()) <= JOB_NAME_BYTES)  # 200 characters at most
     )
 
 
@@ -78,6 +78,7 @@ class BrokerConfig:
     heartbeat: timedelta = timedelta(seconds=30)
     password: str | None = field(default=None, repr=False)  # from password_file
     tls: TlsConfig = TlsConfig()  # used for amqps:// URLs
+    control_exchange: str = "beatd.control"  # beatd status/pause/resume (core.control)
 
     def redacted_urls(self) -> tuple[str, ...]:
         return tuple(values.redact(url) for url in self.urls)
@@ -211,12 +212,19 @@ def _read_secret(path: str) -> str:
         raise ValueError(f"{path}: {exc}") from None
 
 
+_MEMO_KEPT = 4096  # conversions of strings _Reader.cached keeps
+_MISSING = object()
+
+
 class _Reader:
     """Collects problems while converting one file."""
 
     def __init__(self, file: str) -> None:
         self.file = file
         self.problems: list[Problem] = []
+        self.memo: dict[tuple[object, str], object] = {}  # see cached()
+        # (kind, as written, zone): (schedule, spec, fingerprint) that no job's name changes
+        self.schedules: dict[tuple[str, str, tzinfo] | None, tuple[Schedule, str, str]] = {}
 
     def problem(self, line: int | None, message: str) -> None:
         self.problems.append(Problem(self.file, line, message))
@@ -240,6 +248,27 @@ class _Reader:
                 )
                 self.problem(data.lines[key], f"{where}unknown key {key!r}{also}")
         return data
+
+    def cached(
+        self, data: YMap, key: str, where: str, convert: Callable[[Any], T], default: T
+    ) -> T:
+        """get(), remembering what a plain value converts to: 100k jobs have a few hundred
+        distinct `every`, `task` or `jitter` texts. convert must be pure, its result immutable."""
+        value = data.get(key, _MISSING)
+        if value is _MISSING:
+            return default
+        memo_key = (convert, value) if type(value) is str else None
+        found = self.memo.get(memo_key, _MISSING) if memo_key is not None else _MISSING
+        if found is not _MISSING:
+            return cast(T, found)
+        try:
+            result = convert(value)
+        except ValueError as exc:
+            self.problem(data.lines[key], f"{where}{key}: {exc}")
+            return default
+        if memo_key is not None and len(self.memo) < _MEMO_KEPT:
+            self.memo[memo_key] = result
+        return result
 
     def get(self, data: YMap, key: str, where: str, convert: Callable[[Any], T], default: T) -> T:
         """Convert data[key]; on a bad value record the problem and return the default (the
@@ -282,8 +311,11 @@ def _parse_config(
     read_secret: Callable[[str], str] | None,
 ) -> Config:
     reader = _Reader(file)
+    stream = _JobStream(file)
     try:
-        data = parse(text, file, _where)
+        data = parse(text, file, _where, stream=("jobs", stream))
+        if isinstance(data, YMap) and not stream.settled_by(data):
+            data = parse(text, file, _where)  # what the jobs depend on came after them: again
     except YamlError as exc:
         raise ConfigError(exc.problems) from None
     if data is None:
@@ -329,7 +361,9 @@ _TOP_KEYS = (
     "timezone", "broker", "state", "defaults", "jobs", "worker", "tasks", "signing", "metrics",
     "history", "ha",
 )  # fmt: skip
-_BROKER_KEYS = ("url", "exchange", "exchange_type", "password_file", "heartbeat", "tls")
+_BROKER_KEYS = (
+    "url", "exchange", "exchange_type", "password_file", "heartbeat", "tls", "control_exchange"
+)  # fmt: skip
 
 
 def _metrics(reader: _Reader, top: YMap) -> tuple[str, int] | None:
@@ -395,6 +429,9 @@ def _broker(
         heartbeat=reader.get(data, "heartbeat", where, values.duration, _BROKER.heartbeat),
         password=password,
         tls=tls,
+        control_exchange=reader.get(
+            data, "control_exchange", where, values.declared_exchange, _BROKER.control_exchange
+        ),
     )
 
 
@@ -565,8 +602,65 @@ def _defaults(reader: _Reader, top: YMap, zone: tzinfo) -> dict[str, Any]:
     result: dict[str, Any] = {"timezone": zone}
     for key, convert in _JOB_OPTIONS.items():
         if data is not None and key in data:
-            result[key] = reader.get(data, key, where, convert, None)
+            value = reader.get(data, key, where, convert, None)
+            if value is not None:  # None: not valid (a problem), the Job's own default stands
+                result[key] = value
     return result
+
+
+# What validating a job depends on besides the job: the file's timezone and defaults, and the
+# broker's exchange_type (_job_context).
+_JOB_CONTEXT = ("timezone", "defaults", "broker")
+
+
+def _job_context(reader: _Reader, top: YMap) -> tuple[dict[str, Any], str]:
+    """The defaults every job starts from (with the zone) and the broker's exchange type, as
+    _parse_config finds them (their problems are its to report)."""
+    zone = reader.get(top, "timezone", "", values.parse_zone, _UTC)
+    broker = reader.section(top.get("broker", _EMPTY), "broker: ", _BROKER_KEYS, None)
+    exchange_type = "topic"
+    if broker is not None:
+        exchange_type = reader.get(broker, "exchange_type", "", _EXCHANGE_TYPES, "topic")
+    return _defaults(reader, top, zone), exchange_type
+
+
+class _Checked:
+    """A job whose mapping was validated while the file was read, with problems (no Job)."""
+
+    __slots__ = ("problems",)
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+
+
+class _JobStream:
+    """Validates each job as its mapping ends while the file is read (yamlfile's stream), so
+    that the parsed mappings of 100k jobs never all exist at once: the jobs mapping keeps a Job,
+    or the problems, in each one's place.
+
+    It needs what jobs depend on (_JOB_CONTEXT) before the first job, so takes them from the
+    top-level keys read so far; if the whole file says otherwise (they came after `jobs:`, or
+    through a `<<` merge), settled_by() is false and the file must be read again without it.
+    """
+
+    def __init__(self, file: str) -> None:
+        self.reader = _Reader(file)
+        self.context: tuple[dict[str, Any], str] | None = None
+        self.used: dict[str, object] = {}  # the top-level values the context came from
+
+    def __call__(self, top: YMap, name: object, body: object, line: int) -> object:
+        if self.context is None:
+            self.used = {key: top.get(key) for key in _JOB_CONTEXT}
+            self.context = _job_context(_Reader(self.reader.file), top)  # reported later
+        problems = self.reader.problems
+        job = _checked_job(self.reader, name, body, line, *self.context)
+        if not problems and job is not None:
+            return job
+        self.reader.problems = []
+        return _Checked(problems)
+
+    def settled_by(self, top: YMap) -> bool:
+        return self.context is None or all(top.get(k) is v for k, v in self.used.items())
 
 
 def _jobs(
@@ -582,22 +676,32 @@ def _jobs(
     for name, line, first in data.duplicates:
         reader.problem(line, f"job {name!r}: defined twice (first at line {first})")
     jobs = []
-    # Each job's parsed mapping is let go once its Job is built, so that the parse tree shrinks
-    # as the jobs grow (peak memory at 100k jobs), unless this mapping is also reachable
-    # through an alias (then others read it after us: top, data and the call's own reference).
-    release = sys.getrefcount(data) <= 3
     for name, body in data.items():
-        line = data.lines[name]
-        if not valid_job_name(name):
-            message = "a job name is letters, digits and _ . : / -, at most 200 bytes"
-            reader.problem(line, f"job {name!r}: {message}")
-            continue
-        job = _job(reader, name, body, line, defaults, exchange_type)
-        if job is not None:
-            jobs.append(job)
-            if release:
-                data[name] = None
+        if type(body) is Job:  # validated as the file was read (_JobStream)
+            jobs.append(body)
+        elif type(body) is _Checked:
+            reader.problems += body.problems
+        else:
+            job = _checked_job(reader, name, body, data.lines[name], defaults, exchange_type)
+            if job is not None:
+                jobs.append(job)
     return tuple(jobs)
+
+
+def _checked_job(
+    reader: _Reader,
+    name: object,
+    body: object,
+    line: int,
+    defaults: Mapping[str, Any],
+    exchange_type: str,
+) -> Job | None:
+    if not valid_job_name(name):
+        message = "a job name is letters, digits and _ . : / -, at most 200 bytes"
+        reader.problem(line, f"job {name!r}: {message}")
+        return None
+    # Interned: the state store's rows name the jobs too, and share this string (100k jobs).
+    return _job(reader, sys.intern(str(name)), body, line, defaults, exchange_type)
 
 
 def _job(
@@ -609,15 +713,20 @@ def _job(
     exchange_type: str,
 ) -> Job | None:
     where = f"job {name!r}: "
-    data = reader.section(body, where, _JOB_KEYS, line)
-    if data is None:
-        return None
+    if type(body) is YMap and not body.duplicates and body.keys() <= _JOB_KEY_SET:
+        data = body  # most jobs: nothing for section() to say
+    else:
+        checked = reader.section(body, where, _JOB_KEYS, line)
+        if checked is None:
+            return None
+        data = checked
     problems_before = len(reader.problems)
     options = dict(defaults)
-    for key in _JOB_OPTIONS.keys() & data.keys():
-        options[key] = reader.get(data, key, where, _JOB_OPTIONS[key], None)
+    for key in data:
+        if key in _JOB_OPTIONS:
+            options[key] = reader.cached(data, key, where, _JOB_OPTIONS[key], None)
     zone = options.pop("timezone")
-    jitter = options.get("jitter") or timedelta(0)
+    jitter = options.get("jitter") or _NO_OFFSET
     kinds = [kind for kind in SCHEDULE_KINDS if kind in data]
     if not kinds:
         reader.problem(line, f"{where}no schedule: give one of cron, every or at")
@@ -634,37 +743,96 @@ def _job(
         mismatch = values.exchange_type_problem(options["exchange"], exchange_type)
         if mismatch:
             reader.problem(data.lines.get("exchange", line), f"{where}exchange: {mismatch}")
-    # Every kind given is checked, so `beatd check` reports all of a job's problems at once.
-    schedules = [_schedule(reader, data, kind, name, zone, jitter) for kind in kinds]
-    schedule = schedules[0] if len(kinds) == 1 else None
-    task = reader.get(data, "task", where, values.task_name, "")
-    args: list[Any] = reader.get(data, "args", where, values.json_list, [])
-    kwargs: dict[str, Any] = reader.get(data, "kwargs", where, values.json_mapping, {})
+    # A schedule that does not depend on the job (no jitter, no `H` of the job's name) is
+    # shared with every job that writes it the same way, in the same zone: found once.
+    written = data[kinds[0]] if len(kinds) == 1 and not jitter else None
+    shared_key = (kinds[0], written, zone) if isinstance(written, str) else None
+    shared = reader.schedules.get(shared_key) if shared_key is not None else None
+    schedule: Schedule | None
+    if shared is not None:
+        schedule, spec, fingerprint = shared
+    else:
+        # Every kind given is checked, so `beatd check` reports all of a job's problems at once.
+        schedules = [_schedule(reader, data, kind, name, where, zone, jitter) for kind in kinds]
+        schedule = schedules[0] if len(kinds) == 1 else None
+        spec = fingerprint = ""
+    task = reader.cached(data, "task", where, values.task_name, "")
+    args = _plain_args(data.get("args", ()))
+    if args is None:
+        args = tuple(reader.get(data, "args", where, values.json_list, []))
+    kwargs: dict[str, Any] | None = _plain_kwargs(data.get("kwargs", _NO_KWARGS))
+    if kwargs is None:
+        kwargs = reader.get(data, "kwargs", where, values.json_mapping, _NO_PLAIN_KWARGS)
     if len(reader.problems) > problems_before or schedule is None:
         return None
-    spec = _spec_text(data[kinds[0]])
+    if shared is None:
+        spec = _spec_text(data[kinds[0]])
+        fingerprint = _fingerprint(kinds[0], spec, zone, jitter)
+        if (
+            shared_key is not None
+            and len(reader.schedules) < _MEMO_KEPT
+            and _alike(shared_key[1], kinds[0])
+        ):
+            reader.schedules[shared_key] = (schedule, spec, fingerprint)
     return Job(
         name=name,
         task=task,
         kind=kinds[0],
         spec=spec,
-        fingerprint=_fingerprint(kinds[0], spec, zone, jitter),
+        fingerprint=fingerprint,
         schedule=schedule,
         timezone=zone,
-        args=tuple(args),
+        args=args,
         kwargs=MappingProxyType(kwargs) if kwargs else _NO_KWARGS,
         line=line,
-        **{k: v for k, v in options.items() if v is not None},
+        **options,
     )
 
 
+def _alike(written: str, kind: str) -> bool:
+    """Whether a schedule written so is the same for every job (an `H` hashes its name)."""
+    return kind != "cron" or not cron.uses_name(written)
+
+
+_JOB_KEY_SET = frozenset(_JOB_KEYS)
+_NO_PLAIN_KWARGS: dict[str, Any] = {}  # read only: a job without kwargs gets _NO_KWARGS
+_JSON_LEAVES = (str, int, bool, type(None))
+
+
+def _plain_args(value: object) -> tuple[Any, ...] | None:
+    """args that are a list of strings, whole numbers, booleans and nulls as they are (most
+    are; () when absent); None: anything else, for values.json_list to check and explain."""
+    if type(value) is not YList:
+        return () if value == () else None
+    for item in value:
+        if type(item) not in _JSON_LEAVES:
+            return None
+    return tuple(value)
+
+
+def _plain_kwargs(value: object) -> dict[str, Any] | None:
+    """kwargs mapping strings to plain scalars, copied (most are; {} when absent); None:
+    anything else, for values.json_mapping to check and explain."""
+    if type(value) is not YMap:
+        return {} if value is _NO_KWARGS else None
+    for key, item in value.items():
+        if type(key) is not str or type(item) not in _JSON_LEAVES:
+            return None
+    return dict(value)
+
+
 def _schedule(
-    reader: _Reader, data: YMap, kind: str, name: str, zone: tzinfo, jitter: timedelta
+    reader: _Reader,
+    data: YMap,
+    kind: str,
+    name: str,
+    where: str,
+    zone: tzinfo,
+    jitter: timedelta,
 ) -> Schedule | None:
-    where = f"job {name!r}: "
     offset = _jitter_offset(name, jitter) if jitter else _NO_OFFSET
     if kind == "every":
-        every = reader.get(data, "every", where, values.duration, None)
+        every = reader.cached(data, "every", where, values.duration, None)
         return None if every is None else _interval(every, offset)
     if kind == "at":
         at = reader.get(data, "at", where, lambda v: values.instant(v, zone), None)
@@ -689,7 +857,8 @@ def _schedule(
 _NO_OFFSET = timedelta(0)
 _NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
 _interval = functools.lru_cache(maxsize=4096)(Interval)
-_cron_schedule = functools.lru_cache(maxsize=4096)(cron.CronSchedule)
+# 100k jobs: about 6,000 distinct (expression, zone), `H` expressions being many
+_cron_schedule = functools.lru_cache(maxsize=16384)(cron.CronSchedule)
 
 
 def _cron(expr: cron.CronExpr, zone: tzinfo, offset: timedelta) -> Cron:
@@ -698,7 +867,7 @@ def _cron(expr: cron.CronExpr, zone: tzinfo, offset: timedelta) -> Cron:
     return _shared_cron(expr, zone)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=16384)
 def _shared_cron(expr: cron.CronExpr, zone: tzinfo) -> Cron:
     return Cron(_cron_schedule(expr, zone))
 
@@ -731,7 +900,7 @@ def croniter_order_warnings(config: Config) -> list[Problem]:
 def _fingerprint(kind: str, spec: str, zone: tzinfo, jitter: timedelta) -> str:
     zone_name = getattr(zone, "key", str(zone))
     text = f"{kind}\0{spec}\0{zone_name}\0{jitter.total_seconds()}"
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return sys.intern(hashlib.sha256(text.encode()).hexdigest()[:16])  # the state's rows share it
 
 
 def _jitter_offset(name: str, jitter: timedelta) -> timedelta:
@@ -744,9 +913,16 @@ def _jitter_offset(name: str, jitter: timedelta) -> timedelta:
 
 
 def _spec_text(value: object) -> str:
+    if type(value) is str:
+        return _spaced(value)
     if isinstance(value, datetime | date):
         return value.isoformat()
-    return sys.intern(" ".join(str(value).split()))  # one string for every job that shares it
+    return _spaced(str(value))
+
+
+@functools.lru_cache(maxsize=4096)  # jobs share their schedules' texts
+def _spaced(text: str) -> str:
+    return sys.intern(" ".join(text.split()))  # one string for every job that shares it
 
 
 _WORKER_KEYS = (

@@ -65,6 +65,16 @@ class CronExpr:
     fixed_time: bool
     # Days of the month by the month's length (28-31): `days` and `relative_days` resolved.
     month_days: tuple[frozenset[int], ...]
+    # Computed once: jobs' schedules are shared through caches keyed by the expression, and
+    # hashing its fourteen fields on every lookup cost more than the rest of the lookup.
+    _hash: int = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        meaning = tuple(getattr(self, name) for name in _COMPARED)
+        object.__setattr__(self, "_hash", hash(meaning))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def first_at_or_after(self, start: datetime) -> datetime | None:
         """Return the first naive wall-clock time >= start (whole seconds) that matches."""
@@ -161,6 +171,9 @@ class CronExpr:
         )
 
 
+_COMPARED = tuple(x.name for x in dataclasses.fields(CronExpr) if x.compare)
+
+
 @functools.lru_cache(maxsize=1024)  # a search rarely leaves a few years
 def _first_weekday(year: int, month: int) -> int:
     return (calendar.weekday(year, month, 1) + 1) % 7  # 0 = Sunday
@@ -177,21 +190,75 @@ def parse(expression: str, hash_key: str = "") -> CronExpr:
     `H` fields are hashed from hash_key (the job name), so they are stable per job forever.
     """
     text = " ".join(expression.split())
-    return _parse(text, hash_key if f.is_hashed(text.lower().replace(" ", ",")) else "")
-
-
-@functools.lru_cache(maxsize=4096)  # a file of 10,000 jobs has a few dozen distinct expressions
-def _parse(text: str, hash_key: str) -> CronExpr:
-    parts = _fields(text)
     try:
-        return _build(text, parts, hash_key)
+        return _parse(text, _spreads(text, hash_key))
     except CronError as exc:
-        if len(parts) == 6 and croniter_reading(text, hash_key) is not None:
+        if len(text.split()) == 6 and croniter_reading(text, hash_key) is not None:
             written = text.split()
             seconds_first = " ".join(written[-1:] + written[:-1])
             hint = f"if the seconds are last, as croniter writes them: '{seconds_first}'"
             raise CronError(f"{exc} ({hint})") from None
         raise
+
+
+def uses_name(expression: str) -> bool:
+    """Whether the expression's values depend on the job name (an `H` field that hashes it)."""
+    plan = _hash_plan(" ".join(expression.split()))
+    return plan is not None and any(by_name for _, by_name, _ in plan)
+
+
+# The fields in a 6-field expression's order; a 5-field one's seconds are "0".
+_FIELDS = (f.SECOND, f.MINUTE, f.HOUR, f.DOM, f.MONTH, f.DOW)
+_NO_SPREADS = (0, 0, 0, 0, 0, 0)
+
+
+def _spreads(text: str, hash_key: str) -> tuple[int, ...]:
+    """Each field's spread for its `H` terms, reduced to the field's period: the names of many
+    jobs hash alike there, and those jobs share one parsed expression (the `_parse` cache) instead
+    of each parsing its own (100k jobs with `H`: a few thousand expressions, not 100k)."""
+    plan = _hash_plan(text)
+    if plan is None:
+        return _NO_SPREADS
+    spreads = list(_NO_SPREADS)
+    for field, by_name, period in plan:
+        spreads[field.index] = f.spread_of(hash_key if by_name else "", field) % period
+    return tuple(spreads)
+
+
+def _full_spreads(text: str, hash_key: str) -> tuple[int, ...]:
+    """The spreads unreduced: what each `H` term takes its value from, modulo its range."""
+    return tuple(
+        f.spread_of(hash_key if f.is_hashed(part) else "", field)
+        for field, part in zip(_FIELDS, _parts(text), strict=True)
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _hash_plan(text: str) -> tuple[tuple[f.Field, bool, int], ...] | None:
+    """The fields with `H` terms: each with whether they hash the job name (not when `H` is
+    only inside a term, as in day-of-week `LH`: that hashes the empty name) and the period of
+    its values in the spread. None: no `H` term, or the text is not fields (_parse says why)."""
+    if "h" not in text.lower():
+        return None
+    try:
+        parts = _parts(text)
+    except CronError:
+        return None
+    plan = tuple(
+        (field, f.is_hashed(part), f.hash_period(field, part))
+        for field, part in zip(_FIELDS, parts, strict=True)
+    )
+    return tuple(item for item in plan if item[2]) or None
+
+
+def _parts(text: str) -> list[str]:
+    parts = _fields(text)
+    return parts if len(parts) == 6 else ["0", *parts]
+
+
+@functools.lru_cache(maxsize=16384)  # 100k jobs with `H`: a few thousand (text, spreads)
+def _parse(text: str, spreads: tuple[int, ...]) -> CronExpr:
+    return _build(text, _fields(text), spreads)
 
 
 def _fields(text: str) -> list[str]:
@@ -211,7 +278,9 @@ def _fields(text: str) -> list[str]:
     return parts
 
 
-def _build(text: str, parts: list[str], hash_key: str) -> CronExpr:
+def _build(text: str, parts: list[str], spreads: tuple[int, ...]) -> CronExpr:
+    """The expression, each field's `H` terms spread by spreads (one per field, seconds first;
+    a 5-field expression's seconds are 0)."""
     with_seconds = len(parts) == 6
     sec, minute, hour, dom, month, dow = parts if with_seconds else ["0", *parts]
     for name, part in (("second", sec), ("minute", minute), ("hour", hour), ("month", month)):
@@ -221,16 +290,12 @@ def _build(text: str, parts: list[str], hash_key: str) -> CronExpr:
     for name, part in (("day-of-month", dom), ("day-of-week", dow)):
         if "?" in part:
             raise CronError(f"{name}: ? stands alone, for the whole field")
-
-    def key(part: str) -> str:  # only `H` fields depend on the job name: cache the others once
-        return hash_key if f.is_hashed(part) else ""
-
-    seconds = f.values(f.SECOND, sec, key(sec))
-    minutes = f.values(f.MINUTE, minute, key(minute))
-    hours = f.values(f.HOUR, hour, key(hour))
-    days = f.month_days(dom, key(dom))
-    months = f.values(f.MONTH, month, key(month))
-    week = f.week_days(dow, key(dow))
+    seconds = f.values(f.SECOND, sec, spreads[0])
+    minutes = f.values(f.MINUTE, minute, spreads[1])
+    hours = f.values(f.HOUR, hour, spreads[2])
+    days = f.month_days(dom, spreads[3])
+    months = f.values(f.MONTH, month, spreads[4])
+    week = f.week_days(dow, spreads[5])
     expr = CronExpr(
         text=text,
         seconds=seconds,
@@ -256,13 +321,32 @@ def _build(text: str, parts: list[str], hash_key: str) -> CronExpr:
 def _some_day_matches(expr: CronExpr) -> bool:
     # Which days match depends only on the month's length and first weekday: trying every
     # pair the months allow settles it (and each pair comes round within the 50-year search).
-    lengths = {n for m in expr.months for n in _LENGTHS[m]}
-    return any(
-        expr.day_matches(d, last, first)
-        for last in lengths
-        for first in range(7)
-        for d in range(1, last + 1)
+    # Up to 7 * 4 * 31 calls: remembered per day fields, which the `H` jobs share.
+    key = (
+        expr.months,
+        expr.month_days,
+        expr.nearest_days,
+        expr.weekdays,
+        expr.nth_weekdays,
+        expr.last_weekdays,
+        expr.day_and,
     )
+    known = _DAYS_MATCH.get(key)
+    if known is None:
+        if len(_DAYS_MATCH) >= _DAYS_MATCH_KEPT:  # bounded: forget them all, rarely
+            _DAYS_MATCH.clear()
+        lengths = {n for m in expr.months for n in _LENGTHS[m]}
+        known = _DAYS_MATCH[key] = any(
+            expr.day_matches(d, last, first)
+            for last in lengths
+            for first in range(7)
+            for d in range(1, last + 1)
+        )
+    return known
+
+
+_DAYS_MATCH: dict[tuple[object, ...], bool] = {}
+_DAYS_MATCH_KEPT = 4096
 
 
 @functools.lru_cache(maxsize=1024)
@@ -271,23 +355,28 @@ def croniter_reading(text: str, hash_key: str = "") -> CronExpr | None:
     parts = text.split()
     if len(parts) != 6:
         return None
-    theirs = _valid(" ".join(parts[-1:] + parts[:-1]), hash_key)
+    reordered = " ".join(parts[-1:] + parts[:-1])
+    theirs = _valid(reordered, _full_spreads(reordered, hash_key))
     if theirs is None:
         return None
-    ours = _valid(text, hash_key)
+    ours = _valid(text, _full_spreads(text, hash_key))
     if ours is not None and all(getattr(ours, n) == getattr(theirs, n) for n in _MEANING):
         return None
     return theirs
 
 
-def _valid(text: str, hash_key: str) -> CronExpr | None:
+def _valid(text: str, spreads: tuple[int, ...]) -> CronExpr | None:
     try:
-        return _build(text, _fields(text), hash_key)
+        return _build(text, _fields(text), spreads)
     except CronError:
         return None
 
 
-_MEANING = [x.name for x in dataclasses.fields(CronExpr) if x.name not in ("text", "fixed_time")]
+_MEANING = [
+    x.name
+    for x in dataclasses.fields(CronExpr)
+    if x.compare and x.name not in ("text", "fixed_time")
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,9 +391,29 @@ class CronSchedule:
 
     expr: CronExpr
     zone: tzinfo
+    # The last question and its answer: jobs share a schedule (10,000 `*/5 * * * *` jobs, one
+    # object), and are asked about the same t together: at start-up, in a burst, in a list.
+    # One tuple, replaced whole, so a reload reading in a thread never sees half of it.
+    _last: tuple[datetime, datetime | None] | None = dataclasses.field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def next_after(self, t: datetime) -> datetime | None:
         """Return the first fire time strictly after t, in UTC; None if none within 50 years."""
+        last = self._last
+        # Same tzinfo and fold too: equal wall times in a repeated hour are two instants.
+        if (
+            last is not None
+            and last[0] == t
+            and last[0].tzinfo is t.tzinfo
+            and last[0].fold == t.fold
+        ):
+            return last[1]
+        found = self._next_after(t)
+        object.__setattr__(self, "_last", (t, found))
+        return found
+
+    def _next_after(self, t: datetime) -> datetime | None:
         local = t.astimezone(self.zone)
         start = local.replace(tzinfo=None, microsecond=0) + SECOND
         if self.zone is UTC:

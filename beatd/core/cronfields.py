@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import re
 from dataclasses import dataclass
 
@@ -52,28 +53,29 @@ def is_hashed(text: str) -> bool:
     return "h" in text and any(term.startswith("h") for term in text.split(","))
 
 
-def values(field: Field, text: str, hash_key: str) -> tuple[int, ...]:
-    """The field's values, ascending (day-of-week: 0-6, Sunday 0). Lowercase text."""
-    return _values(field, text, hash_key if is_hashed(text) else "")
+def values(field: Field, text: str, spread: int) -> tuple[int, ...]:
+    """The field's values, ascending (day-of-week: 0-6, Sunday 0). Lowercase text. `H` terms
+    take their value from spread, the job name's hash for the field (see spread_of)."""
+    return _values(field, text, spread if is_hashed(text) else 0)
 
 
 @functools.lru_cache(maxsize=4096)  # a file of 10,000 jobs has a few dozen distinct fields
-def _values(field: Field, text: str, hash_key: str) -> tuple[int, ...]:
+def _values(field: Field, text: str, spread: int) -> tuple[int, ...]:
     found: set[int] = set()
     for term in text.split(","):
-        found.update(_term(field, term, hash_key))
+        found.update(_term(field, term, spread))
     if field is DOW:
         return tuple(sorted({v % 7 for v in found}))
     return tuple(sorted(found))
 
 
-def _term(field: Field, term: str, hash_key: str) -> list[int]:
+def _term(field: Field, term: str, spread: int) -> list[int]:
     if not term:
         raise CronError(f"{field.name}: empty value")
     base, slash, step_text = term.partition("/")
     step = step_of(field, step_text) if slash else 1
     if base.startswith("h"):
-        return _hashed(field, base, step, hash_key)
+        return _hashed(field, base, step, spread)
     if base == "*":
         return list(range(field.low, (6 if field is DOW else field.high) + 1, step))
     first, dash, second = base.partition("-")
@@ -136,8 +138,23 @@ def _show(text: str) -> str:
     return text if len(text) <= 20 else f"{text[:12]}...({len(text)} characters)"
 
 
-def _hashed(field: Field, base: str, step: int, hash_key: str) -> list[int]:
-    # Jenkins' H: a value spread by the job name, so many `H * * * *` jobs do not all fire at :00.
+def spread_of(hash_key: str, field: Field) -> int:
+    """The job name's hash for one field: what its `H` terms are spread by (Jenkins' H, so that
+    many `H * * * *` jobs do not all fire at :00)."""
+    digest = hashlib.sha256(f"{hash_key}\0{field.index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def _hashed(field: Field, base: str, step: int, spread: int) -> list[int]:
+    low, high = _hash_range(field, base)
+    if step == 1:
+        return [low + spread % (high - low + 1)]
+    start = low + spread % min(step, high - low + 1)
+    return list(range(start, high + 1, step))
+
+
+def _hash_range(field: Field, base: str) -> tuple[int, int]:
+    """The range an `H`, `H(a-b)` term (without its step) picks from."""
     low, high = field.low, field.high
     if field is DOM:
         low, high = 1, 28  # as in Jenkins: a day every month has
@@ -151,12 +168,45 @@ def _hashed(field: Field, base: str, step: int, hash_key: str) -> list[int]:
         low, high = value(field, first), value(field, second)
         if high < low:
             raise CronError(f"{field.name}: range {base!r} is backwards")
-    digest = hashlib.sha256(f"{hash_key}\0{field.index}".encode()).digest()
-    spread = int.from_bytes(digest[:8], "big")
-    if step == 1:
-        return [low + spread % (high - low + 1)]
-    start = low + spread % min(step, high - low + 1)
-    return list(range(start, high + 1, step))
+    return low, high
+
+
+@functools.lru_cache(maxsize=4096)
+def hash_period(field: Field, text: str) -> int:
+    """A period of the field's values in its spread: every `H` term uses spread only modulo
+    its range's size (or its step), so spread % period gives the same values as spread, and
+    jobs whose names hash alike share one parsed field. 0 if the field has no `H` term; an
+    invalid one counts 1 (parsing the field fails anyway). The terms are split exactly as
+    values(), month_days() and week_days() split them."""
+    terms = _hash_terms(field, text)
+    period = 1 if terms else 0
+    for base, step_text in terms:
+        try:
+            low, high = _hash_range(field, base)
+            step = step_of(field, step_text) if step_text is not None else 1
+        except CronError:
+            continue
+        size = high - low + 1
+        period = math.lcm(period, size if step == 1 else min(step, size))
+    return period
+
+
+def _hash_terms(field: Field, text: str) -> list[tuple[str, str | None]]:
+    """The `H` terms (base, step text or None) that values() will see for a field's text."""
+    texts = [text]
+    if field is DOM:  # as month_days(): only plain terms go to values()
+        texts = [t for t in text.split(",") if _plain_day(t)]
+    elif field is DOW:  # as week_days(): plain terms, and the days of `#` and `L` terms
+        texts = [_weekday_part(t) for t in text.split(",")]
+    found = []
+    for part in texts:
+        if not is_hashed(part):
+            continue  # values() ignores the spread of a text without `H`
+        for term in part.split(","):
+            base, slash, step_text = term.partition("/")
+            if base.startswith("h"):
+                found.append((base, step_text if slash else None))
+    return found
 
 
 # --- day of month -------------------------------------------------------------------------------
@@ -180,26 +230,32 @@ class MonthDays:
 
 
 @functools.lru_cache(maxsize=4096)
-def month_days(text: str, hash_key: str) -> MonthDays:
+def month_days(text: str, spread: int) -> MonthDays:
     """Parse a day-of-month field (lowercase)."""
     plain: list[str] = []
     relative: list[DayRange] = []
     nearest: set[int] = set()
     for term in text.split(","):
-        if term == "lw":
+        if _plain_day(term):
+            plain.append(term)
+        elif term == "lw":
             nearest.add(0)
         elif term.endswith("w") or (term.startswith("w") and len(term) > 1):  # `15W`, `W15`
             day = term[:-1] if term.endswith("w") else term[1:]
             if not _DIGITS.fullmatch(day):
                 raise CronError(f"day-of-month: {term!r}: W goes with one day, as in 15W or LW")
             nearest.add(value(DOM, day))
-        elif "l" in term and not term.startswith("h"):
-            relative.append(_relative(term))
         else:
-            plain.append(term)
-    fixed = frozenset(values(DOM, ",".join(plain), hash_key)) if plain else frozenset()
+            relative.append(_relative(term))
+    fixed = frozenset(values(DOM, ",".join(plain), spread)) if plain else frozenset()
     by_length = tuple(fixed | _resolve(relative, last) for last in range(28, LONGEST + 1))
     return MonthDays(fixed, tuple(sorted(set(relative))), frozenset(nearest), by_length)
+
+
+def _plain_day(term: str) -> bool:
+    """A day-of-month term that is not `LW`, `nW` or counted from the last day (`L`, `L-3`)."""
+    nearest = term.endswith("w") or (term.startswith("w") and len(term) > 1)
+    return not nearest and ("l" not in term or term.startswith("h"))
 
 
 def _relative(term: str) -> DayRange:
@@ -263,7 +319,7 @@ class WeekDays:
 
 
 @functools.lru_cache(maxsize=4096)
-def week_days(text: str, hash_key: str) -> WeekDays:
+def week_days(text: str, spread: int) -> WeekDays:
     """Parse a day-of-week field (lowercase)."""
     plain: list[str] = []
     nth: set[tuple[int, int]] = set()
@@ -273,23 +329,34 @@ def week_days(text: str, hash_key: str) -> WeekDays:
             days, _, n = term.partition("#")
             if not _DIGITS.fullmatch(n) or not 1 <= _int(n) <= 5:
                 raise CronError(f"day-of-week: {term!r}: the week after # must be 1-5")
-            nth.update((d, _int(n)) for d in _weekday_term(term, days, hash_key))
+            nth.update((d, _int(n)) for d in _weekday_term(term, days, spread))
         elif term == "l":
             raise CronError(
                 "day-of-week: L alone is not a day (Quartz reads it as Saturday); "
                 "write 5L for the last Friday, or L in day-of-month for the last day"
             )
         elif term.endswith("l"):
-            last.update(_weekday_term(term, term[:-1], hash_key))
+            last.update(_weekday_term(term, term[:-1], spread))
         elif term.startswith("l"):
-            last.update(_weekday_term(term, term[1:], hash_key))
+            last.update(_weekday_term(term, term[1:], spread))
         else:
             plain.append(term)
-    found = frozenset(values(DOW, ",".join(plain), hash_key)) if plain else frozenset()
+    found = frozenset(values(DOW, ",".join(plain), spread)) if plain else frozenset()
     return WeekDays(found, frozenset(nth), frozenset(last))
 
 
-def _weekday_term(term: str, days: str, hash_key: str) -> tuple[int, ...]:
+def _weekday_term(term: str, days: str, spread: int) -> tuple[int, ...]:
     if not days or "," in days:
         raise CronError(f"day-of-week: {term!r}: # and L go with a day or a range, as in 5#2, 5L")
-    return values(DOW, days, hash_key)
+    return values(DOW, days, spread)
+
+
+def _weekday_part(term: str) -> str:
+    """What week_days() hands values() for one term: its days, or the term if plain."""
+    if "#" in term:
+        return term.partition("#")[0]
+    if term != "l" and term.endswith("l"):
+        return term[:-1]
+    if term.startswith("l"):
+        return term[1:]
+    return term

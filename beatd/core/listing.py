@@ -66,13 +66,35 @@ def upcoming(
     """
     enabled = [job for job in jobs if job.enabled]
     if count is None and until is None:
-        firsts = (_first(job, now) for job in enabled)
-        yield from (run for _, _, run in sorted(item for item in firsts if item is not None))
+        yield from _next_runs(enabled, now)
         return
     merged: Iterator[_Item] = heapq.merge(*(_runs(job, now) for job in enabled))
     if until is not None:
         merged = itertools.takewhile(lambda item: item[0] <= until, merged)
     yield from (run for _, _, run in itertools.islice(merged, count))
+
+
+def _next_runs(jobs: Sequence[Job], now: datetime) -> Iterator[Upcoming]:
+    """Each job's next run after now, earliest first. Jobs share schedule objects (most of
+    100k jobs share a few thousand), so each schedule's next run is found once; the earliest
+    comes before the rest are sorted (`beatd check` asks for that one only)."""
+    found: dict[int, tuple[datetime, str] | None] = {}  # id(schedule): its run and DST note
+    firsts: list[tuple[datetime, str, Job, str]] = []  # names are unique: jobs never compared
+    for job in jobs:
+        key = id(job.schedule)  # alive as long as jobs: ids are not reused meanwhile
+        if key in found:
+            run = found[key]
+        else:
+            item = _first(job, now)
+            run = found[key] = None if item is None else (item[0], item[2].note)
+        if run is not None:
+            firsts.append((run[0], job.name, job, run[1]))
+    if not firsts:
+        return
+    at, _, job, note = min(firsts)  # unique, so sorting puts it first too
+    yield Upcoming(at, job, note)
+    firsts.sort()
+    yield from (Upcoming(at, job, note) for at, _, job, note in itertools.islice(firsts, 1, None))
 
 
 def _runs(job: Job, now: datetime) -> Iterator[_Item]:

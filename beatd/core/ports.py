@@ -58,7 +58,13 @@ class Channel(Protocol):
     def is_open(self) -> bool: ...
 
     async def declare_exchange(
-        self, name: str, kind: str = "topic", *, passive: bool = False, durable: bool = True
+        self,
+        name: str,
+        kind: str = "topic",
+        *,
+        passive: bool = False,
+        durable: bool = True,
+        auto_delete: bool = False,
     ) -> None: ...
 
     async def declare_queue(
@@ -70,6 +76,10 @@ class Channel(Protocol):
         arguments: Mapping[str, Any] | None = None,
     ) -> int:
         """Declare a queue; return how many messages it holds."""
+        ...
+
+    async def declare_private_queue(self, arguments: Mapping[str, Any]) -> str:
+        """Declare a server-named, exclusive, auto-delete queue; return the name it was given."""
         ...
 
     async def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None: ...
@@ -97,8 +107,10 @@ class Channel(Protocol):
         *,
         prefetch: int,
         arguments: Mapping[str, Any] | None = None,
+        auto_ack: bool = False,
     ) -> str:
-        """Start consuming; arguments: e.g. a stream's x-stream-offset."""
+        """Start consuming; arguments: e.g. a stream's x-stream-offset; auto_ack: deliveries
+        need no ack (direct reply-to)."""
         ...
 
     async def cancel(self, consumer_tag: str) -> None: ...
@@ -109,6 +121,8 @@ class Channel(Protocol):
         """Ack or reject a delivery (with multiple, every one up to it); False if the channel
         is gone (the broker redelivers)."""
         ...
+
+    async def close(self) -> None: ...
 
 
 Setup = Callable[[Channel], Awaitable[None]]
@@ -130,6 +144,10 @@ class Broker(Protocol):
         ...
 
     async def queue_exists(self, name: str) -> bool: ...
+
+    async def open_channel(self) -> Channel:
+        """Another channel on the current connection (BrokerError while there is none)."""
+        ...
 
     async def try_lock(self, queue: str) -> bool:
         """Declare an exclusive queue on this connection (a lock the broker releases when the

@@ -113,11 +113,26 @@ def _events(text: str) -> Callable[[], Event]:
     return CParser(text).get_event  # type: ignore[return-value]
 
 
-def parse(text: str, file: str, where: Where = dotted) -> Any:
+# Converts one entry of a streamed section as soon as its value is built: (the top-level mapping
+# so far, key, value, key's line) -> what the section keeps instead of the value.
+Convert = Callable[[YMap, Any, Any, int], Any]
+
+
+def parse(
+    text: str, file: str, where: Where = dotted, stream: tuple[str, Convert] | None = None
+) -> Any:
     """Parse one YAML document into YMap/YList/scalars (None if empty); raise YamlError naming
-    every value that cannot be built, each prefixed with where(path to it)."""
+    every value that cannot be built, each prefixed with where(path to it).
+
+    stream=(key, convert): the top-level mapping's `key` mapping keeps convert(...) of each
+    entry instead of its value, called as each value ends, so that the values of a big section
+    (100k jobs) never all exist at once. Not for a value that is an anchor (an alias may use
+    it whole later; an entry's own value may be one: the anchor keeps it) nor once a scalar
+    could not be built (the parse fails then, and convert would see an Invalid); merged
+    (`<<`) entries are not converted either.
+    """
     try:
-        builder = _Builder(_events(text), file)  # PyYAML's reader checks the text right here
+        builder = _Builder(_events(text), file, stream)  # PyYAML's reader checks the text here
         value = builder.document()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -158,12 +173,16 @@ def _resolve(value: str) -> str:
 
 _cached_tag = functools.lru_cache(maxsize=4096)(_resolve)  # `5m`, `true`... repeat all over
 _CACHED_CHARS = 64  # longer values rarely repeat; caching them would pin them in memory
+_UNBUILT = object()
 
 
 class _Builder:
-    def __init__(self, next_event: Callable[[], Event], file: str) -> None:
+    def __init__(
+        self, next_event: Callable[[], Event], file: str, stream: tuple[str, Convert] | None
+    ) -> None:
         self.next = next_event
         self.file = file
+        self.stream = stream
         self.anchors: dict[str, Any] = {}
         self.invalid: list[Invalid] = []
         self.depth = 0  # mappings and lists open around the current event
@@ -171,6 +190,7 @@ class _Builder:
         self.sizes: dict[str, tuple[int, int]] = {}  # anchor: (values, height)
         self.measured: dict[int, tuple[int, int]] = {}  # id(container): (values, height)
         self.keys: dict[str, str] = {}  # one string per distinct mapping key
+        self.built: dict[str, Any] = {}  # plain scalars' texts and what they resolve to
 
     def fail(self, event: Event, message: str) -> YamlError:
         return YamlError([Problem(self.file, _line(event), message)])
@@ -241,6 +261,20 @@ class _Builder:
         self.measured[id(value)] = result = (count, height + 1)  # alive: anchors hold them
         return result
 
+    def plain(self, event: ScalarEvent) -> Any:
+        """An untagged, unanchored scalar: its text, or what PyYAML's resolvers make of it
+        (`5`, `true`, `2027-01-01`), built once per text (`true` and small numbers repeat
+        thousands of times; what is built is immutable, so one object serves them all)."""
+        text = event.value
+        if not event.implicit[0] or text[:1] not in _RESOLVED_FIRST:
+            return text
+        built = self.built.get(text, _UNBUILT)
+        if built is _UNBUILT:
+            built = self.scalar(event)
+            if type(built) is not Invalid and len(text) <= _CACHED_CHARS:
+                self.built[text] = built
+        return built
+
     def scalar(self, event: ScalarEvent) -> Any:
         tag, value = event.tag, event.value
         implicit = tag is None and event.implicit[0]
@@ -274,28 +308,39 @@ class _Builder:
         self.invalid.append(invalid)
         return invalid
 
-    def mapping(self, start: MappingStartEvent) -> YMap:
+    def mapping(
+        self, start: MappingStartEvent, convert: Callable[[Any, Any, int], Any] | None = None
+    ) -> YMap:
         if start.tag not in (None, "!", _MAP, _SET):
             raise self.fail(start, f"not valid YAML here: unsupported tag {_short(start.tag)}")
+        stream = self.stream if self.depth == 0 else None  # the top-level mapping's sections
         self.enter(start)
         result = YMap()
         result.line, result.lines, result.duplicates = _line(start), {}, []
         merged: list[YMap] = []
         lines, duplicates = result.lines, result.duplicates
         keys = self.keys  # `task`, `cron`... once each, not once per job
-        next_event, scalar, value_of = self.next, self.scalar, self.value  # a hot loop
+        next_event, plain, value_of = self.next, self.plain, self.value  # a hot loop
+        resolved_first = _RESOLVED_FIRST
         while True:
             event = next_event()
             if type(event) is MappingEndEvent:
                 break
-            line = _line(event)
-            if type(event) is ScalarEvent and _plain_text(event):  # most keys: as written
+            line = event.start_mark.line + 1  # type: ignore[union-attr] # both parsers mark
+            # Most keys: untagged, unanchored, and either quoted or plain but not starting with
+            # a character PyYAML's resolvers might make a non-string of: the text as written.
+            if (
+                type(event) is ScalarEvent
+                and event.tag is None
+                and not event.anchor
+                and (not event.implicit[0] or event.value[:1] not in resolved_first)
+            ):
                 key = keys.setdefault(event.value, event.value)
             elif isinstance(event, ScalarEvent):
                 if event.value == "<<" and self.is_merge_key(event):
                     merged.extend(self.merge_sources(next_event(), event))
                     continue
-                key = scalar(event)
+                key = self.scalar(event)
                 if type(key) is str:
                     key = keys.setdefault(key, key)
                 if event.anchor:
@@ -307,12 +352,16 @@ class _Builder:
                     message = f"not valid YAML here: a key must be a scalar, got {key!r}"
                     raise self.fail(event, message)
             item = next_event()
-            if type(item) is ScalarEvent and _plain_text(item):  # most values: as written
-                value = item.value
+            if type(item) is ScalarEvent and item.tag is None and not item.anchor:
+                value = plain(item)  # most values
             elif isinstance(item, ScalarEvent) and not item.anchor:
-                value = scalar(item)
+                value = self.scalar(item)
+            elif stream is not None and key == stream[0] and _streamable(item):
+                value = self.mapping(item, functools.partial(stream[1], result))  # type: ignore[arg-type]
             else:
                 value = value_of(item)
+            if convert is not None and not self.invalid and type(key) is str:
+                value = convert(key, value, line)
             if key in lines:
                 duplicates.append((key, line, lines[key]))
             result[key] = value  # the last wins, as in PyYAML; the duplicate is reported
@@ -346,28 +395,23 @@ class _Builder:
         self.enter(start)
         result = YList()
         result.line, result.lines = _line(start), []
+        next_event, plain, lines = self.next, self.plain, result.lines  # a hot loop
         while True:
-            event = self.next()
+            event = next_event()
             if type(event) is SequenceEndEvent:
                 break
-            result.lines.append(_line(event))
-            if type(event) is ScalarEvent and _plain_text(event):
-                result.append(event.value)
+            lines.append(event.start_mark.line + 1)  # type: ignore[union-attr]
+            if type(event) is ScalarEvent and event.tag is None and not event.anchor:
+                result.append(plain(event))
             else:
                 result.append(self.value(event))
         self.depth -= 1
         return result
 
 
-def _plain_text(event: ScalarEvent) -> bool:
-    """A scalar that is its text as written: untagged, unanchored, and either quoted or plain
-    but not starting with a character PyYAML's resolvers might make a non-string of (what
-    scalar() returns unchanged, without the call)."""
-    return (
-        event.tag is None
-        and not event.anchor
-        and (not event.implicit[0] or event.value[:1] not in _RESOLVED_FIRST)
-    )
+def _streamable(event: Event) -> bool:
+    """A plain mapping (not a set, not an anchor) starts: its entries can be converted."""
+    return type(event) is MappingStartEvent and not event.anchor and event.tag in (None, "!", _MAP)
 
 
 def _paths_of_invalid(root: Any) -> dict[int, tuple[Any, ...]]:

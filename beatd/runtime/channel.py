@@ -102,7 +102,13 @@ class Channel:
         return future
 
     async def declare_exchange(
-        self, name: str, kind: str = "topic", *, passive: bool = False, durable: bool = True
+        self,
+        name: str,
+        kind: str = "topic",
+        *,
+        passive: bool = False,
+        durable: bool = True,
+        auto_delete: bool = False,
     ) -> None:
         await self._rpc(
             self._ch.exchange_declare,
@@ -110,6 +116,7 @@ class Channel:
             exchange_type=kind,
             passive=passive,
             durable=durable,
+            auto_delete=auto_delete,
         )
 
     async def declare_queue(
@@ -131,6 +138,18 @@ class Channel:
             arguments=dict(arguments or {}),
         )
         return int(frame.method.message_count)
+
+    async def declare_private_queue(self, arguments: Mapping[str, Any]) -> str:
+        """Declare a server-named, exclusive, auto-delete queue; return the name it was given."""
+        frame = await self._rpc(
+            self._ch.queue_declare,
+            queue="",
+            durable=False,
+            exclusive=True,
+            auto_delete=True,
+            arguments=dict(arguments),
+        )
+        return str(frame.method.queue)
 
     async def get(self, queue: str) -> bytes | None:
         """basic.get one message unacknowledged (it goes back when this channel closes);
@@ -284,9 +303,12 @@ class Channel:
         *,
         prefetch: int,
         arguments: Mapping[str, Any] | None = None,
+        auto_ack: bool = False,
     ) -> str:
-        """Start consuming queue with at most `prefetch` unacked messages; return the tag."""
-        await self._rpc(self._ch.basic_qos, prefetch_count=prefetch)
+        """Start consuming queue with at most `prefetch` unacked messages; return the tag.
+        auto_ack: deliveries need no ack (RabbitMQ's direct reply-to requires it)."""
+        if not auto_ack:
+            await self._rpc(self._ch.basic_qos, prefetch_count=prefetch)
 
         def deliver(_ch: Any, method: Any, properties: Any, body: bytes) -> None:
             on_message(
@@ -305,6 +327,7 @@ class Channel:
             self._ch.basic_consume,
             queue=queue,
             on_message_callback=deliver,
+            auto_ack=auto_ack,
             arguments=dict(arguments) if arguments else None,
         )
         frame = await future

@@ -209,6 +209,14 @@ class Link:
             await probe.close()
         return True
 
+    async def open_channel(self) -> Channel:
+        """Another channel on the current connection, in confirm mode: what the broker does to
+        it (a refused declare closes it) leaves the publishing channel alone."""
+        connection, closed = self._connection, self._connection_closed
+        if connection is None or connection.is_closed or closed is None:
+            raise BrokerError("not connected")
+        return await _open_channel(connection, self, closed)
+
     async def try_lock(self, queue: str) -> bool:
         """Declare an exclusive queue on this connection: True if this connection holds it,
         False if another does (the broker answers 405 RESOURCE_LOCKED and closes the

@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -29,6 +30,7 @@ from beatd.runtime.systemd import Notifier
 from beatd.scheduler import codecs, report
 from beatd.scheduler.changes import Changes, compare
 from beatd.scheduler.history import HistorySink
+from beatd.scheduler.remote import RemoteControl
 from beatd.scheduler.report import Sink
 from beatd.scheduler.scheduler import Scheduler
 
@@ -78,6 +80,7 @@ class SchedulerDaemon:
         self._waiting_since: datetime | None = None  # a reload asked for, not read yet
         self._told_waiting = False  # that it waits for the gap after a burst (see above)
         self._read_s: float | None = None  # how long the last read took
+        self.remote: RemoteControl | None = None  # answers beatd status through the broker
 
     def request_stop(self) -> None:
         self.lifecycle.request_stop()
@@ -119,9 +122,11 @@ class SchedulerDaemon:
         collector.settle()
         self.scheduler, self.metrics = scheduler, metrics
         server = control.ControlServer(config.state, self._control)
+        self.remote = remote = RemoteControl(scheduler, self._control, clock=self.clock)
         self._file_digest = _digest(self.path)
         with self.lifecycle:
             scheduler.start()
+            remote.start()
             await server.start()
             log.info(
                 "scheduling %d jobs from %s (state: %s)",
@@ -134,6 +139,7 @@ class SchedulerDaemon:
                 await self._loop(scheduler)
             finally:
                 self.notifier.send(STOPPING=1)
+                await remote.close()
                 await server.stop()
                 await scheduler.close()
                 if metrics is not None:
@@ -142,15 +148,23 @@ class SchedulerDaemon:
         return EXIT_OK
 
     def _control(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        """Answer `beatd status`, `pause` and `resume` (on the event loop, so a pause takes
-        effect before the next step)."""
+        """Answer `beatd status`, `pause` and `resume`, from the local socket or the broker
+        (on the event loop, so a pause takes effect before the next step). Every answer says
+        which instance gave it: with `ha:` several do."""
         scheduler = self.scheduler
         assert scheduler is not None
+        who = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "leading": scheduler.leadership.leading,
+        }
+        return {**who, **self._answer(scheduler, request)}
+
+    def _answer(self, scheduler: Scheduler, request: Mapping[str, Any]) -> dict[str, Any]:
         command, job = request.get("command"), request.get("job")
         if command == "status":
             return {
                 "running": True,
-                "pid": os.getpid(),
                 "file": self.path,
                 "file_differs": _digest(self.path) != self._file_digest,
                 "state": str(scheduler.config.state),
@@ -178,6 +192,8 @@ class SchedulerDaemon:
     def _on_change(self) -> None:
         if self.scheduler is not None:
             self.notifier.send(STATUS=self.scheduler.status())
+        if self.remote is not None:
+            self.remote.wake()  # a new connection needs its control queue
         self.lifecycle.wake.set()
 
     async def _loop(self, scheduler: Scheduler) -> None:
