@@ -13,7 +13,7 @@ import pytest
 
 from beatd.core.config import Config
 from beatd.scheduler import daemon as daemon_module
-from beatd.scheduler.daemon import SchedulerDaemon
+from beatd.scheduler.daemon import READ_AROUND_RUNS, SchedulerDaemon
 from tests.clock import FakeClock, utc
 from tests.fakebroker import FakeBroker, Queue
 from tests.steps import driven
@@ -39,9 +39,12 @@ class HeldReads:
         self.release = threading.Event()
         self.calls = 0
         self.real = daemon_module.load_schedule
+        self.broker: FakeBroker | None = None
+        self.published_before = 0  # when the last read began
 
     def __call__(self, path: str, env: Mapping[str, str]) -> Config:
         self.calls += 1
+        self.published_before = len(self.broker.accepted) if self.broker else 0
         if self.calls > 1:
             self.reading.set()
             self.release.wait(5)
@@ -124,4 +127,34 @@ async def test_stopping_while_a_reload_is_read_exits_cleanly(
     await asyncio.to_thread(held.reading.wait, 5)
     daemon.request_stop()
     held.release.set()
+    assert await running == 0
+
+
+@driven
+async def test_a_reload_asked_for_just_before_a_big_burst_is_read_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Read beside the burst, the parse would take half the interpreter from it.
+    path, broker, held = setup(tmp_path, monkeypatch)
+    held.broker = broker
+    many = "".join(f"  j{i}:\n    every: 1m\n    task: t.j\n" for i in range(READ_AROUND_RUNS))
+    path.write_text(f"state: {tmp_path / 's.db'}\njobs:\n{many}")
+    clock = FakeClock(T0 - timedelta(seconds=0.4))
+    daemon = SchedulerDaemon(str(path), {}, connect=broker.connect, clock=clock, watch_file=False)
+    running = asyncio.create_task(daemon.run())
+    await until(lambda: daemon.scheduler is not None, "started")
+    await until(lambda: daemon.scheduler._prepared is not None, "05:30 drafted")  # type: ignore[union-attr]
+    path.write_text(path.read_text() + NEW)
+    daemon.request_reload()
+    await until(lambda: daemon._waiting_since is not None, "the reload asked for")
+    await asyncio.sleep(0.05)
+    assert not held.reading.is_set(), "the read waits for the burst due at 05:30"
+    clock.now = T0 + timedelta(seconds=0.1)
+    daemon.wake()
+    await until(lambda: len(published(broker)) == READ_AROUND_RUNS, "the burst published")
+    assert await asyncio.to_thread(held.reading.wait, 5), "read once the burst is out"
+    assert held.published_before == READ_AROUND_RUNS, "the read began after the burst"
+    held.release.set()
+    await until(lambda: "new" in daemon.scheduler.jobs, "the reload adopted")  # type: ignore[union-attr]
+    daemon.request_stop()
     assert await running == 0

@@ -1,6 +1,7 @@
 """A model-based test of the scheduler: Hypothesis picks interleavings of time passing (across
 the Europe/Berlin fall-back night, and wall-clock steps both ways), good and broken reloads at
-any instant (inside the drafting window too), nacks, lost connections, broker outages of any
+any instant (inside the drafting window too; adopted a while after the read), pauses and
+resumes, nacks, lost connections, broker outages of any
 length, and crashes with a restart from the state store. After every step it checks:
 
 - no slot is lost: every slot of a job up to its cursor was published or counted as missed;
@@ -156,6 +157,31 @@ class SchedulerModel(RuleBasedStateMachine):
         self.adopted()
         self.run_for(0)
 
+    @rule(
+        variant=st.sampled_from(sorted(VARIANTS)),
+        seconds=st.sampled_from([-90, -1, 0.2, 0.45, 0.6, 1, 30, 61]),
+    )
+    def a_reload_adopted_after_time_passes(self, variant: str, seconds: float) -> None:
+        # The file is read and compared with the running jobs in a thread while the loop
+        # steps on: the next slots found there are stale by the time the loop adopts them
+        # (or ahead of its clock, if the wall clock went back meanwhile).
+        self.file.write_text(schedule_text(VARIANTS[variant]))
+        reading = self.loop.run_until_complete(self.daemon._read(self.scheduler))
+        if seconds < 0:
+            self.beat.clock.now += timedelta(seconds=seconds)
+        self.run_for(max(0, seconds))
+        self.do(self.daemon._adopt(self.scheduler, reading))
+        self.adopted()
+        self.run_for(0)
+
+    @rule(name=st.sampled_from(sorted(BASE_JOBS)))
+    def a_job_is_paused_or_resumed(self, name: str) -> None:
+        if name in self.scheduler.paused:
+            self.scheduler.resume(name)
+        elif name in self.scheduler.jobs:
+            self.scheduler.pause(name, "model")
+        self.run_for(0)
+
     @rule()
     def a_broken_reload(self) -> None:
         self.file.write_text("jobs:\n  fast: [every: 1s\n")
@@ -221,7 +247,7 @@ class SchedulerModel(RuleBasedStateMachine):
         drafted = {p.job.name for p in s._prepared.plans} if s._prepared else set()
         for name, job in s.jobs.items():
             upcoming = job.schedule.next_after(max(now, s.states[name].cursor))
-            if upcoming is None:
+            if upcoming is None or name in s.paused:
                 continue
             assert name in s.timetable or name in drafted or name in s._parked, name
             due = s.timetable._due.get(name)

@@ -213,3 +213,26 @@ async def test_a_job_removed_and_restored_keeps_its_counters_and_misses_nothing_
     assert (state.published, state.last_slot) == (4, T0 + timedelta(minutes=11))
     assert state.missed == 0, "the time it was gone is not missed runs"
     assert [i for i in beat.published() if i.startswith("tick@")][-1] == "tick@20261121T054100Z"
+
+
+@driven
+async def test_a_burst_that_was_slow_to_draft_is_drafted_that_much_earlier_next_time() -> None:
+    # Drafting overran the slot on a busy machine: the whole burst left that late. The next
+    # burst of the same size is drafted twice as long ahead as drafting took.
+    jobs = "".join(f"  j{i}:\n    every: 1m\n    task: t.j\n" for i in range(100))
+    beat = Beat(schedule(jobs), T0 - timedelta(seconds=30))
+    bound(beat)
+    scheduler = await beat.start()
+    first_wake = scheduler.next_wake()
+    assert first_wake is not None and first_wake <= T0 - timedelta(seconds=0.5)
+    beat.clock.now = T0 - timedelta(seconds=0.5)
+    real_clock = beat.clock
+    calls = iter([T0 + timedelta(seconds=0.5)])  # the clock read once drafting is done
+    scheduler.clock = lambda: next(calls, real_clock())
+    scheduler.prepare(T0 - timedelta(seconds=0.5))
+    scheduler.clock = real_clock
+    assert scheduler._prepared is not None and len(scheduler._prepared.drafts) == 100
+    await beat.step(T0 + timedelta(seconds=0.5))
+    assert len(beat.published()) == 100
+    # 1 s for 100 runs: the next burst of 100 is drafted 0.5 s + 2 x 1 s before its slot.
+    assert scheduler.next_wake() == T0 + timedelta(minutes=1) - timedelta(seconds=2.5)

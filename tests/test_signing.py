@@ -3,6 +3,7 @@ signing: section of the config file."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,8 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from beatd.core.config import read_config
+from beatd.core.config import parse_config, read_config
 from beatd.core.errors import ConfigError
+from beatd.core.messages import Run
 from beatd.core.signing import (
     DEFAULT_WINDOW,
     KEY_ID_HEADER,
@@ -26,6 +28,7 @@ from beatd.core.signing import (
     verify,
     window_for,
 )
+from beatd.scheduler.codecs import Codecs
 
 NOW = datetime(2026, 11, 21, 5, 30, 0, 4000, tzinfo=UTC)
 K1 = Key("k1", b"1" * 32)
@@ -305,3 +308,46 @@ def test_a_signing_section_needs_a_key_and_keys(tmp_path: Path) -> None:
         "signing: key: missing (the id of the key that signs)",
         "signing: keys: must map key ids to key files, got nothing",
     ]
+
+
+@given(
+    late_ms=st.integers(0, 10**9),
+    text=st.sampled_from(["", "plain", "é", "日本語", "emoji 😀", 'a "quote" and \\']),
+    year=st.sampled_from([1, 999, 2026, 9998]),
+)
+def test_a_run_signed_when_drafted_before_its_slot_verifies_as_if_signed_whole(
+    late_ms: int, text: str, year: int
+) -> None:
+    # The burst is signed as of its slot while drafted; only the publish time stamped into
+    # the body at the slot is signed then. The signature must be sign()'s over the final body.
+    config = parse_config(
+        f"broker:\n  exchange: beatd\njobs:\n  j:\n    every: 1m\n    task: t.j\n"
+        f"    kwargs: {{note: {json.dumps(text, ensure_ascii=False)}}}\n",
+        "test.yaml",
+        {},
+    )
+    slot = datetime(year, 3, 1, 12, tzinfo=UTC)
+    published_at = slot + timedelta(milliseconds=late_ms)
+    codecs = Codecs(config.broker, ring(K1))
+    message = codecs.draft(Run(config.jobs[0], slot), slot)(published_at)
+    props = message.properties
+    whole = sign(
+        K1,
+        message_id=props.message_id,
+        routing_key=message.routing_key,
+        body=message.body,
+        signed_at=slot,
+    )
+    assert {k: props.headers[k] for k in whole} == whole
+    assert props.headers["beatd-job"] == "j"
+    ok = verify(
+        ring(K1),
+        props.headers,
+        message_id=props.message_id,
+        routing_key=message.routing_key,
+        body=message.body,
+        attempt=1,
+        now=published_at,
+        window=timedelta(days=20000),
+    )
+    assert ok.ok, ok.detail

@@ -79,15 +79,22 @@ def key_from_text(key_id: str, text: str) -> Key:
 def _signed_bytes(
     key_id: str, message_id: str, routing_key: str, signed_at_ms: int, attempt: int, body: bytes
 ) -> bytes:
+    return _head(key_id, message_id, routing_key, signed_at_ms, attempt, len(body)) + body
+
+
+def _head(
+    key_id: str, message_id: str, routing_key: str, signed_at_ms: int, attempt: int, length: int
+) -> bytes:
+    """What is signed before the body, whose length alone it takes."""
     parts = [
         key_id.encode(),
         message_id.encode(),
         routing_key.encode(),
         str(signed_at_ms).encode(),
         str(attempt).encode(),
-        body,
     ]
-    return _DOMAIN + b"".join(len(p).to_bytes(8, "big") + p for p in parts)
+    signed = b"".join(len(p).to_bytes(8, "big") + p for p in parts)
+    return _DOMAIN + signed + length.to_bytes(8, "big")
 
 
 def _mac(key: Key, data: bytes) -> str:
@@ -115,6 +122,26 @@ def sign(
     at_ms = epoch_ms(signed_at)
     data = _signed_bytes(key.id, message_id, routing_key, at_ms, attempt, body)
     return {KEY_ID_HEADER: key.id, SIGNED_AT_HEADER: at_ms, SIGNATURE_HEADER: _mac(key, data)}
+
+
+def sign_ahead(
+    key: Key,
+    *,
+    message_id: str,
+    routing_key: str,
+    body_length: int,
+    signed_at: datetime,
+    attempt: int = 1,
+) -> tuple[Any, dict[str, Any]]:
+    """Start signing a message whose body is not final yet, only its length: the MAC fed
+    with all that comes before the body, and the headers but the signature. A copy of the
+    MAC fed the body gives the `beatd-signature` header, as sign() would (a scheduler signs
+    a burst before its slot, and stamps the publish time into each body at the slot)."""
+    at_ms = epoch_ms(signed_at)
+    mac = hmac.new(
+        key.secret, _head(key.id, message_id, routing_key, at_ms, attempt, body_length), "sha256"
+    )
+    return mac, {KEY_ID_HEADER: key.id, SIGNED_AT_HEADER: at_ms}
 
 
 def window_for(signing: Signing, expires: timedelta | None) -> timedelta:

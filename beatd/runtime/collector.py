@@ -26,6 +26,8 @@ def paused() -> Iterator[None]:
 
 
 def settle() -> None:
-    """After start-up: what exists now lives on (the jobs), so the collector's later full
-    passes skip it instead of walking a million objects on the event loop (gc.freeze)."""
+    """After start-up or a reload: what exists now lives on (the jobs), so the collector's
+    later full passes skip it instead of walking a million objects on the event loop
+    (gc.freeze). What a reload replaced is freed by reference counting as before; only
+    garbage in cycles at that moment stays, bounded by what one reload leaves."""
     gc.freeze()

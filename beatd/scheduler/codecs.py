@@ -42,11 +42,16 @@ class BeatdCodec:
         self._templates: dict[str, BeatdTemplate] = {}
 
     def draft(self, run: Run) -> Draft:
-        job = run.job
+        return self._template(run.job).draft(run)
+
+    def signed_draft(self, run: Run, key: Key, signed_at: datetime) -> Draft:
+        return self._template(run.job).signed_draft(run, key, signed_at)
+
+    def _template(self, job: Job) -> BeatdTemplate:
         template = self._templates.get(job.name)
         if template is None or template.job is not job:
             template = self._templates[job.name] = BeatdTemplate(job, self.default_exchange)
-        return template.draft(run)
+        return template
 
     def exchange(self, job: Job) -> str | None:
         return job.exchange or self.default_exchange
@@ -92,12 +97,16 @@ class Codecs:
     def __getitem__(self, job: Job) -> Codec:
         return self._by_format[job.format]
 
-    def draft(self, run: Run) -> Draft:
-        """run's message in its job's format, signed if the file has a signing key."""
-        draft = self._by_format[run.job.format].draft(run)
+    def draft(self, run: Run, signed_at: datetime | None = None) -> Draft:
+        """run's message in its job's format, signed if the file has a signing key: as of
+        signed_at if given (a burst drafted before its slot is signed as of the slot, and
+        only the publish time is left to sign at the slot), else as of its publish time."""
+        codec = self._by_format[run.job.format]
         if self.signing is None:
-            return draft
-        return functools.partial(_signed, draft, self.signing.key)
+            return codec.draft(run)
+        if signed_at is not None and isinstance(codec, BeatdCodec):
+            return codec.signed_draft(run, self.signing.key, signed_at)
+        return functools.partial(_signed, codec.draft(run), self.signing.key)
 
     def exchanges(self, jobs: tuple[Job, ...]) -> set[str]:
         """Every exchange of beatd's that these jobs publish to (the default always)."""

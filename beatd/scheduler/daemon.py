@@ -11,12 +11,14 @@ import logging
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from beatd.core.config import Config, read_config
 from beatd.core.errors import BeatdError, ConfigError
+from beatd.core.messages import iso_utc
 from beatd.core.ports import Clock, Connector
 from beatd.runtime import collector, control, pauses
 from beatd.runtime.clock import system_clock
@@ -26,6 +28,7 @@ from beatd.runtime.rabbitmq import Link
 from beatd.runtime.state import State
 from beatd.runtime.systemd import Notifier
 from beatd.scheduler import codecs, report
+from beatd.scheduler.changes import Changes, compare
 from beatd.scheduler.history import HistorySink
 from beatd.scheduler.remote import RemoteControl
 from beatd.scheduler.report import Sink
@@ -34,6 +37,12 @@ from beatd.scheduler.scheduler import Scheduler
 log = logging.getLogger("beatd.scheduler")
 
 MAX_SLEEP_S = 60.0  # re-read the wall clock at least this often, so a clock step is noticed
+# A read in a thread shares the interpreter with the loop: a burst published meanwhile takes
+# twice as long (a 10k burst during a 100k-job read: seconds). A reload therefore waits for
+# the gap after a burst of this many runs or more due before the read would end...
+READ_AROUND_RUNS = 1000
+READ_S_PER_JOB_FIRST = 100e-6  # (the read's length: the last read's; the first, guessed)
+MAX_READ_WAIT_S = 60.0  # ...but for no longer than this; then it reads all the same
 SHUTDOWN_GRACE_S = 10.0  # how long SIGTERM waits for confirms of the batch in flight
 
 
@@ -66,8 +75,11 @@ class SchedulerDaemon:
         self.scheduler: Scheduler | None = None  # once the file is loaded
         self._file_digest = ""  # of the file the running schedule came from
         self.metrics: SchedulerMetrics | None = None  # with a metrics: section
-        self._reading: asyncio.Task[Config] | None = None  # a reload's read, in a thread
+        self._reading: asyncio.Task[Reading] | None = None  # a reload's read, in a thread
         self._asked_at = clock()  # when the reload being read was asked for
+        self._waiting_since: datetime | None = None  # a reload asked for, not read yet
+        self._told_waiting = False  # that it waits for the gap after a burst (see above)
+        self._read_s: float | None = None  # how long the last read took
         self.remote: RemoteControl | None = None  # answers beatd status through the broker
 
     def request_stop(self) -> None:
@@ -190,6 +202,8 @@ class SchedulerDaemon:
             while not life.stops:
                 await self._reload_step(scheduler)
                 await self._step(scheduler)
+                if self._waiting_since is not None:  # for the burst just published, maybe
+                    await self._reload_step(scheduler)
                 self.notifier.send(STATUS=scheduler.status())
                 if life.stops:
                     break
@@ -217,15 +231,47 @@ class SchedulerDaemon:
                 await asyncio.wait([self._reading])
         if self._reading is not None and self._reading.done():
             reading, self._reading = self._reading, None
-            config = self._read_outcome(reading, scheduler)
-            if config is not None:
-                await self._adopt(scheduler, config)
-        if self._reading is None and self.lifecycle.take_reload():
+            read = self._read_outcome(reading, scheduler)
+            if read is not None:
+                await self._adopt(scheduler, read)
+        if self._reading is None and self._waiting_since is None and self.lifecycle.take_reload():
             self.notifier.reloading()
-            self._asked_at = self.clock()
-            self._reading = asyncio.create_task(self._read())
+            self._waiting_since = self.clock()
+        if self._reading is None and self._waiting_since is not None:
+            asked_at = self._waiting_since
+            if self._wait_for_a_gap(scheduler, asked_at):
+                return
+            self._waiting_since, self._told_waiting = None, False
+            self._asked_at = asked_at
+            self._reading = asyncio.create_task(self._read(scheduler))
             self._reading.add_done_callback(lambda _: self.lifecycle.wake.set())
             await self._reload_step(scheduler)  # what is due already waits for the file
+
+    def _wait_for_a_gap(self, scheduler: Scheduler, asked_at: datetime) -> bool:
+        """Whether a reload asked for at asked_at should wait: a burst of READ_AROUND_RUNS
+        or more, due after asked_at, is still to be published before the read would end (it
+        goes by the running schedule, as it would have during the read; a slot due already
+        when the reload was asked for waits for the file, as ever), and the reload has not
+        waited MAX_READ_WAIT_S yet. The loop wakes for the burst; the read starts after it."""
+        now = self.clock()
+        read_s = self._read_s
+        if read_s is None:
+            read_s = READ_S_PER_JOB_FIRST * len(scheduler.jobs)
+        runs, at = scheduler.biggest_burst(asked_at, now + timedelta(seconds=1.5 * read_s + 1))
+        waited_s = (now - asked_at).total_seconds()
+        if runs < READ_AROUND_RUNS:
+            return False
+        if not 0 <= waited_s < MAX_READ_WAIT_S:
+            log.warning("reload: reading the file now, beside a burst of %d runs", runs)
+            return False
+        if not self._told_waiting:
+            self._told_waiting = True
+            log.info(
+                "reload: reading the file after the burst of %d runs due at %s",
+                runs,
+                iso_utc(at or now),
+            )
+        return True
 
     async def _step(self, scheduler: Scheduler) -> None:
         """One step; if SIGTERM comes meanwhile, give the batch in flight a few seconds to be
@@ -249,22 +295,33 @@ class SchedulerDaemon:
     async def reload(self, scheduler: Scheduler) -> None:
         """Read the file again and adopt it, or keep the running schedule and say why."""
         self.notifier.reloading()
-        reading = asyncio.create_task(self._read())
+        reading = asyncio.create_task(self._read(scheduler))
         await asyncio.wait([reading])
-        config = self._read_outcome(reading, scheduler)
-        if config is not None:
-            await self._adopt(scheduler, config)
+        read = self._read_outcome(reading, scheduler)
+        if read is not None:
+            await self._adopt(scheduler, read)
 
-    async def _read(self) -> Config:
-        """Read and validate the file in a thread (pure work: the loop stays free). The
-        collector is paused meanwhile: its full passes over a growing 100k-job tree hold the
-        GIL for 300 ms each, which the loop would wait out. The daemon is the only one to
+    async def _read(self, scheduler: Scheduler) -> Reading:
+        """Read and validate the file in a thread (pure work: the loop stays free), and
+        compare it there with the running jobs, so that the loop only applies what changed.
+        The collector is paused meanwhile: its full passes over a growing 100k-job tree hold
+        the GIL for 300 ms each, which the loop would wait out. The daemon is the only one to
         pause it, from the loop's thread; garbage of a few seconds waits, bounded by the read."""
-        with collector.paused():
-            return await asyncio.to_thread(load_schedule, self.path, self.env)
+        running = scheduler.jobs  # replaced, never changed in place: safe to read from a thread
 
-    def _read_outcome(self, reading: asyncio.Task[Config], scheduler: Scheduler) -> Config | None:
-        """The config read, or None when it was refused (logged; the schedule runs on)."""
+        def read() -> Reading:
+            config = load_schedule(self.path, self.env)
+            return Reading(config, compare(running, config, self.clock()), _digest(self.path))
+
+        started = self.clock()
+        try:
+            with collector.paused():
+                return await asyncio.to_thread(read)
+        finally:
+            self._read_s = max(0.0, (self.clock() - started).total_seconds())
+
+    def _read_outcome(self, reading: asyncio.Task[Reading], scheduler: Scheduler) -> Reading | None:
+        """What was read, or None when it was refused (logged; the schedule runs on)."""
         try:
             return reading.result()
         except ConfigError as exc:
@@ -276,8 +333,8 @@ class SchedulerDaemon:
             self.notifier.send(READY=1, STATUS=scheduler.status())
             return None
 
-    async def _adopt(self, scheduler: Scheduler, config: Config) -> None:
-        before = {name: job.fingerprint for name, job in scheduler.jobs.items()}
+    async def _adopt(self, scheduler: Scheduler, read: Reading) -> None:
+        config, changes = read.config, read.changes
         if config.state != scheduler.config.state:
             log.warning(
                 "changing the state file needs a restart; keeping %s", scheduler.config.state
@@ -288,15 +345,26 @@ class SchedulerDaemon:
             config = replace(
                 config, metrics=scheduler.config.metrics, history=scheduler.config.history
             )
-        await scheduler.reload(config, self.clock())
-        self._file_digest = _digest(self.path)
-        added = [name for name in scheduler.jobs if name not in before]
-        removed = [name for name in before if name not in scheduler.jobs]
-        changed = [
-            n for n, j in scheduler.jobs.items() if n in before and before[n] != j.fingerprint
-        ]
-        report.log_reload(self.path, len(scheduler.jobs), added, removed, changed)
+        if changes.base is not scheduler.jobs:  # adopted since the read began
+            changes = compare(scheduler.jobs, config, self.clock())
+        await scheduler.reload(config, self.clock(), changes)
+        # As after start-up: the new jobs live on, so later full passes of the collector
+        # skip them (at 100k jobs, one pass over them held a burst up for 0.7 s).
+        collector.settle()
+        self._file_digest = read.digest
+        report.log_reload(
+            self.path, len(scheduler.jobs), changes.added, changes.removed, changes.changed
+        )
         self.notifier.send(READY=1, STATUS=scheduler.status())
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A reload's read: the config, how it differs from the running jobs, the file's hash."""
+
+    config: Config
+    changes: Changes
+    digest: str
 
 
 def run(path: str, env: Mapping[str, str]) -> int:

@@ -22,6 +22,7 @@ from beatd.core.jobstate import JobState
 from beatd.core.messages import Draft, Outgoing, Run, iso_utc
 from beatd.core.ports import Broker, Channel, Clock, Connector, JobStore, Outcome
 from beatd.core.settle import handled, settle
+from beatd.scheduler.changes import Changes, compare
 from beatd.scheduler.codecs import Codecs
 from beatd.scheduler.leader import Leadership, say_differing
 from beatd.scheduler.report import Report, Sink
@@ -30,9 +31,13 @@ from beatd.scheduler.timetable import Timetable
 log = logging.getLogger("beatd.scheduler")
 
 RETRY_FIRST_S, RETRY_MAX_S = 1.0, 30.0
-# Plan and draft a burst this long before its slot (10,000 runs take ~0.3 s to draft), so
-# that at the slot only the sending is left: the last of 1,000 runs leaves ~25 ms sooner.
+# Plan and draft a burst this long before its slot, so that at the slot only the sending is
+# left (the last of 1,000 runs leaves ~25 ms sooner), plus twice what drafting the burst's
+# runs took last time: 10,000 runs take 0.3 s to draft on an idle machine, 1.5 s on a busy
+# one, with signing more; a drafting that overran the slot made the whole burst that late.
 PREPARE_AHEAD_S = 0.5
+DRAFT_S_FIRST = 100e-6  # per run, until a burst was drafted here (a busy machine)
+MAX_PREPARE_AHEAD_S = 10.0
 # A wall clock that went back by more than this (a manual step, a VM restored from a snapshot)
 # would stall every job until it caught up with the cursors: reset them to now instead.
 CLOCK_STEP_BACK = timedelta(seconds=1)
@@ -87,6 +92,7 @@ class Scheduler:
         self._parked: set[str] = set()  # due while the broker is away
         self.paused: dict[str, str] = dict(paused or {})  # job -> note (beatd pause)
         self._prepared: Prepared | None = None
+        self._draft_s = DRAFT_S_FIRST  # what drafting one run took, last burst
         self._declared_queues: set[str] = set()
         self.report = Report(lambda: self.config.broker.exchange, sinks)
         # With ha: off this always leads; with ha: on, only while its link holds the lock.
@@ -96,6 +102,10 @@ class Scheduler:
         self.link = self._new_link(config)
         self._link_task: asyncio.Task[None] | None = None
         self._ha_task: asyncio.Task[None] | None = None
+        self.exchanges: frozenset[str] = frozenset()
+        # No job's cursor is beyond this (the latest now seen, or a cursor loaded or taken
+        # over), so a step need not look at every job to notice that the clock went back.
+        self._high = max((s.cursor for s in self.states.values()), default=clock())
         self.adopt(config, clock())
 
     # The broker link
@@ -139,6 +149,7 @@ class Scheduler:
         say_differing(differing, "the previous leader ran: they start afresh")
         self.store.save(s for name, s in merged.items() if self.states.get(name) != s)
         self.states.update(merged)
+        self._high = max([self._high, *(s.cursor for s in merged.values())])
         self._parked.clear()
         self._reschedule()
 
@@ -167,23 +178,42 @@ class Scheduler:
             return None
         if self.link.channel_now() is None:
             return top[0]
-        return top[0] - timedelta(seconds=PREPARE_AHEAD_S)
+        return top[0] - timedelta(seconds=self._ahead_s(top[0]))
+
+    def _ahead_s(self, at: datetime) -> float:
+        """How long before the slot at to draft its burst."""
+        drafting_s = self._draft_s * self.timetable.count_at(at)
+        return min(MAX_PREPARE_AHEAD_S, PREPARE_AHEAD_S + 2 * drafting_s)
+
+    def biggest_burst(self, after: datetime, until: datetime) -> tuple[int, datetime | None]:
+        """The most runs due at one slot after `after` up to until and not published yet,
+        and that slot (0, None: none)."""
+        best: tuple[int, datetime | None] = (0, None)
+        prepared = self._prepared
+        if prepared is not None and after < prepared.at <= until:
+            best = (len(prepared.drafts), prepared.at)
+        for at, count in self.timetable.counts():
+            if after < at <= until and count > best[0]:
+                best = (count, at)
+        return best
 
     def prepare(self, now: datetime) -> None:
-        """Draft the next burst if its slot is less than PREPARE_AHEAD_S after now."""
+        """Draft the next burst if its slot is near enough (see PREPARE_AHEAD_S)."""
         top = self.timetable.peek()
         if self._prepared is not None or top is None or self.link.channel_now() is None:
             return
         if not self.leadership.leading:
             return
         at = top[0]
-        if (at - now).total_seconds() > PREPARE_AHEAD_S:
+        if (at - now).total_seconds() > self._ahead_s(at):
             return
         names = self.timetable.pop_due(at)
         plans: list[plan.JobPlan] = []
         expired: set[str] = set()
         drafts = list(self._drafts(names, at, plans, expired))
         self._prepared = Prepared(at, plans, drafts, expired)
+        if names:  # the clock is injected: a test's stands still, and this stays 0
+            self._draft_s = max(0.0, (self.clock() - now).total_seconds()) / len(names)
 
     async def step(self, now: datetime) -> None:
         """Publish everything due at now (a drafted burst whose slot came, jobs due since,
@@ -244,7 +274,7 @@ class Scheduler:
                     expired.add(run.id)
                     self._log_expired(run)
                 else:
-                    yield codecs.draft(run)
+                    yield codecs.draft(run, now)  # signed as of the slot it is drafted for
 
     def _plan(self, job: Job, now: datetime) -> plan.JobPlan:
         state = plan.current_state(job, self.states.get(job.name), now)
@@ -303,6 +333,7 @@ class Scheduler:
             else:
                 self._retry_s.pop(job.name, None)
                 self._schedule_next(job)
+        self._high = max(self._high, now)  # every cursor settled here is at most now
         self.store.save(changed)
         self.report.step(plans, outcomes, now)
 
@@ -319,42 +350,75 @@ class Scheduler:
 
     # The schedule
 
-    def adopt(self, config: Config, now: datetime) -> None:
+    def adopt(self, config: Config, now: datetime, changes: Changes | None = None) -> None:
         """Take a validated config: new and changed jobs start from now, removed jobs are
-        set aside, and every job is rescheduled from its state."""
+        set aside; the rest keep their place in the timetable. changes: how config differs
+        from the running jobs, computed off the loop (a reload's thread); without it, or if
+        it was compared with other jobs than these, it is computed here."""
+        if changes is None or changes.base is not self.jobs:
+            changes = compare(self.jobs, config, now)
         self.config = config
         self.codecs = Codecs(config.broker, config.signing)
-        self.jobs = {job.name: job for job in config.jobs}
+        self.exchanges = changes.exchanges
+        self.jobs = changes.jobs
+        self._high = max(self._high, now)
         # A removed job keeps its row, marked by an empty fingerprint, so that restoring it in
         # the next save keeps its last slot and counters; it starts from now, as a changed job
         # does. The oldest of these rows go beyond REMOVED_KEPT.
-        fresh = [
-            replace(state, fingerprint="")
-            for name, state in self.states.items()
-            if name not in self.jobs and state.fingerprint
-        ]
-        for set_aside in fresh:
-            self.states[set_aside.name] = set_aside
-        removed = sorted(
-            (s for name, s in self.states.items() if name not in self.jobs),
-            key=lambda s: s.cursor,
-        )
-        if len(removed) > REMOVED_KEPT:
+        fresh: list[JobState] = []
+        for name in changes.removed:
+            state = self.states.get(name)
+            self.timetable.discard(name)
+            if state is not None and state.fingerprint:
+                fresh.append(replace(state, fingerprint=""))
+                self.states[name] = fresh[-1]
+        for name in changes.added + changes.changed:
+            job = self.jobs[name]
+            state = self.states.get(name)
+            if state is None or state.fingerprint != job.fingerprint:
+                # Recorded at once: if beatd dies before this job's first slot, the time in
+                # between must still count as "scheduled", not as "before the job existed".
+                self.states[name] = plan.fresh_state(job, now, state)
+                fresh.append(self.states[name])
+        # Every job has a row, so the rows beyond the jobs' are the removed ones.
+        if len(self.states) - len(self.jobs) > REMOVED_KEPT:
+            removed = sorted(
+                (s for name, s in self.states.items() if name not in self.jobs),
+                key=lambda s: s.cursor,
+            )
             forgotten = [s.name for s in removed[: len(removed) - REMOVED_KEPT]]
             self.store.forget(forgotten)
             for name in forgotten:
                 del self.states[name]
             fresh = [s for s in fresh if s.name in self.states]
-        for job in config.jobs:
-            state = self.states.get(job.name)
-            if state is None or state.fingerprint != job.fingerprint:
-                # Recorded at once: if beatd dies before this job's first slot, the time in
-                # between must still count as "scheduled", not as "before the job existed".
-                self.states[job.name] = plan.fresh_state(job, now, state)
-                fresh.append(self.states[job.name])
         self.store.save(fresh)
-        if not self._rewind(now):
-            self._reschedule()
+        if self._rewind(now):
+            return
+        self._drop_prepared()
+        for name in changes.rescheduled:
+            self.timetable.discard(name)
+            job = self.jobs[name]
+            state = self.states[name]
+            fresh_now = state.cursor == now and changes.as_of <= now
+            hint = changes.next_at.get(name, now)
+            if fresh_now and name in changes.next_at and (hint is None or hint > now):
+                # Started afresh from now, and no slot between as_of and now: the slot found
+                # off the loop is the one after now.
+                if hint is not None and name not in self.paused:
+                    self.timetable.schedule(name, hint)
+            else:
+                self._schedule_next(job)
+
+    def _drop_prepared(self) -> None:
+        """Give up a burst drafted before (for a new schedule, a pause): its jobs go back in
+        the timetable, due at the same slot, to be planned again as things now are."""
+        prepared, self._prepared = self._prepared, None
+        if prepared is None:
+            return
+        for job_plan in prepared.plans:
+            job = self.jobs.get(job_plan.job.name)
+            if job is not None:
+                self._schedule_next(job)
 
     def _reschedule(self) -> None:
         """Every job from its state (a burst drafted before is dropped; its jobs come back)."""
@@ -367,8 +431,11 @@ class Scheduler:
         """If the wall clock went back behind jobs' cursors, move those cursors back to now
         and reschedule: the replayed slots go out again under the same ids (the worker drops
         the second copy), rather than every job stalling for as long as the clock went back."""
+        if now + CLOCK_STEP_BACK >= self._high:
+            return False  # no cursor is beyond the latest now seen: nothing to look at
         ahead = [s for s in self.states.values() if s.cursor - now > CLOCK_STEP_BACK]
         if not ahead:
+            self._high = max((s.cursor for s in self.states.values()), default=now)
             return False
         furthest = max(s.cursor for s in ahead)
         log.warning(
@@ -380,21 +447,23 @@ class Scheduler:
         for state in rewound:
             self.states[state.name] = state
         self.store.save(rewound)
+        self._high = max((s.cursor for s in self.states.values()), default=now)
         self._reschedule()
         return True
 
-    async def reload(self, config: Config, now: datetime) -> None:
-        """Adopt a new validated config, reconnecting if its broker settings changed."""
+    async def reload(self, config: Config, now: datetime, changes: Changes | None = None) -> None:
+        """Adopt a new validated config, reconnecting if its broker settings changed.
+        changes: see adopt."""
         if config.signing != self.config.signing:
             log.warning("changes to signing: take effect when the scheduler restarts")
             config = replace(config, signing=self.config.signing)
         if config.ha != self.config.ha:
             log.warning("changes to ha: take effect when the scheduler restarts")
             config = replace(config, ha=self.config.ha)
-        broker_changed = config.broker != self.config.broker or Codecs(config.broker).exchanges(
-            config.jobs
-        ) != self.codecs.exchanges(self.config.jobs)
-        self.adopt(config, now)
+        if changes is None or changes.base is not self.jobs:
+            changes = compare(self.jobs, config, now)
+        broker_changed = config.broker != self.config.broker or changes.exchanges != self.exchanges
+        self.adopt(config, now, changes)
         if broker_changed:
             log.info("broker settings changed: reconnecting")
             await self._stop_link()
@@ -404,7 +473,8 @@ class Scheduler:
     def pause(self, name: str, note: str) -> None:
         """Publish nothing of this job until resumed (its slots come due meanwhile)."""
         self.paused[name] = note
-        self._reschedule()
+        self._drop_prepared()
+        self.timetable.discard(name)
 
     def resume(self, name: str) -> None:
         """Schedule the job again from its cursor: the slots that came due while it was
