@@ -257,6 +257,16 @@ class SchedulerModel(RuleBasedStateMachine):
                 assert latest is None or due <= latest, f"{name} stalls until {due}"
 
     @invariant()
+    def status_shows_the_next_run_of_every_job_that_will_run(self) -> None:
+        s = self.scheduler
+        now = self.beat.clock()
+        shown = {row["job"]: row["next"] for row in s.snapshot()["jobs"]}
+        for name, job in s.jobs.items():
+            if name in s.paused or job.schedule.next_after(max(now, s.states[name].cursor)) is None:
+                continue
+            assert shown[name] is not None, f"status shows no next run of {name}"
+
+    @invariant()
     def memory_stays_bounded(self) -> None:
         for name, count in self.beat.step_counts.items():
             assert count <= CATCHUP_LIMIT + ON_TIME_LIMIT, f"{name}: {count} runs in one step"

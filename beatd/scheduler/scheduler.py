@@ -487,9 +487,17 @@ class Scheduler:
         """What `beatd status` shows: the broker, the role, and each job's next run, last
         publish, counters and pause."""
         jobs = []
+        # a job of the drafted burst has left the timetable until its slot, and one parked
+        # while the broker is away waits for it: both still run next at a slot of their own
+        prepared = self._prepared
+        drafted = {p.job.name for p in prepared.plans} if prepared is not None else set()
         for name, job in self.jobs.items():
             state = self.states.get(name)
             due = self.timetable.due_at(name)
+            if due is None and prepared is not None and name in drafted:
+                due = prepared.at
+            elif due is None and name in self._parked:
+                due = job.schedule.next_after(state.cursor if state else self.clock())
             jobs.append(
                 {
                     "job": name,
