@@ -63,6 +63,13 @@ def _decode_or_mark(self: Any, encoded: bytes, offset: int = 0) -> Any:
 pika.spec.BasicProperties.decode = _decode_or_mark  # pika has no hook for this
 
 
+# A burst yields to the loop after every this many messages, so what is encoded goes out while
+# the rest is (the broker works on the other core meanwhile), and heartbeats and confirms come
+# in. burst_bench, last arrival against raw pika (1k / 10k runs): every 500: 1.35 / 0.90;
+# every 200: 1.13 / 1.06; every 100: 0.96 / 1.12 (more turns of the loop cost the 10k burst).
+YIELD_EVERY = 200
+
+
 class Channel:
     """One open AMQP channel in confirm mode, with awaitable operations."""
 
@@ -205,8 +212,8 @@ class Channel:
                 message.properties,
                 mandatory=True,
             )
-            if count % 500 == 0:
-                await asyncio.sleep(0)  # let heartbeats and early confirms through
+            if count % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
         return await batch.sealed()
 
     async def send(
