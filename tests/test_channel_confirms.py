@@ -57,7 +57,7 @@ def test_an_unencodable_message_is_refused_and_later_confirms_stay_in_step(
     assert got == ["a", "c", "d", "e"]
 
 
-def test_asking_whether_queues_exist_adds_nothing_to_the_connection(rabbit: Rabbit) -> None:
+def test_asking_about_queues_and_locks_adds_nothing_to_the_connection(rabbit: Rabbit) -> None:
     # Issue 9, item 5: each queue_exists added a close callback that lived as long as the
     # connection.
     queue = rabbit.queue(rabbit.name("x"), "k")
@@ -79,13 +79,17 @@ def test_asking_whether_queues_exist_adds_nothing_to_the_connection(rabbit: Rabb
 
             connection.add_on_close_callback = counting
             answers = [await link.queue_exists(n) for n in (queue, "no-such-queue") * 5]
+            lock = rabbit.name("lock")
+            answers += [await link.try_lock(lock) for _ in range(3)]  # ha: asks every poll
+            for _ in range(3):  # beatd history and list open one to read the stream
+                await (await link.spare_channel()).close()
             return answers, added
         finally:
             await link.close()
             await task
 
     answers, added = asyncio.run(asyncio.wait_for(body(), 30))
-    assert answers == [True, False] * 5
+    assert answers == [True, False] * 5 + [True] * 3
     assert added == 0
 
 

@@ -223,39 +223,27 @@ class Link:
     async def queue_exists(self, name: str) -> bool:
         """Whether a queue exists, asked on a throwaway channel: a passive declare of a
         missing queue makes the broker close the channel it came on."""
-        connection, closed = self._connection, self._connection_closed
-        if connection is None or connection.is_closed or closed is None:
-            raise BrokerError("not connected")
-        # The connection's one close future: a callback per call would pile up for as long
-        # as the connection lives (one per Celery queue checked, on every reconnect).
-        probe = await _open_channel(connection, self, closed, confirms=False)
-        try:
-            await probe.declare_queue(name, passive=True)
-        except BrokerError as exc:
-            if str(exc).startswith("404"):
-                return False
-            raise
-        finally:
-            await probe.close()
-        return True
+        return await self._declared("404", name, passive=True)
 
     async def open_channel(self) -> Channel:
         """Another channel on the current connection, in confirm mode: what the broker does to
         it (a refused declare closes it) leaves the publishing channel alone."""
-        connection, closed = self._connection, self._connection_closed
-        if connection is None or connection.is_closed or closed is None:
-            raise BrokerError("not connected")
+        connection, closed = self._current()
         return await _open_channel(connection, self, closed)
 
     async def try_lock(self, queue: str) -> bool:
         """Declare an exclusive queue on this connection: True if this connection holds it,
         False if another does (the broker answers 405 RESOURCE_LOCKED and closes the
         throwaway channel it came on)."""
+        return await self._declared("405", queue, durable=False, exclusive=True)
+
+    async def _declared(self, refused: str, queue: str, **options: Any) -> bool:
+        """Declare on a throwaway channel: False if the broker refuses with that code."""
         probe = await self._probe()
         try:
-            await probe.declare_queue(queue, durable=False, exclusive=True)
+            await probe.declare_queue(queue, **options)
         except BrokerError as exc:
-            if str(exc).startswith("405"):
+            if str(exc).startswith(refused):
                 return False
             raise
         finally:
@@ -285,12 +273,16 @@ class Link:
         return await self._probe()
 
     async def _probe(self) -> Channel:
-        connection = self._connection
-        if connection is None or connection.is_closed:
-            raise BrokerError("not connected")
-        closed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
-        connection.add_on_close_callback(lambda _c, why: _resolve(closed, why))
+        connection, closed = self._current()
         return await _open_channel(connection, self, closed, confirms=False)
+
+    def _current(self) -> tuple[Any, asyncio.Future[BaseException]]:
+        """The open connection and its one close future, which every extra channel shares:
+        a close callback per channel would pile up for as long as the connection lives."""
+        connection, closed = self._connection, self._connection_closed
+        if connection is None or connection.is_closed or closed is None:
+            raise BrokerError("not connected")
+        return connection, closed
 
     async def close(self) -> None:
         """Close the connection gracefully; run() then returns."""
