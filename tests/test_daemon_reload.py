@@ -67,15 +67,23 @@ def published(broker: FakeBroker) -> list[str]:
     return [m.properties.message_id for m in broker.accepted]
 
 
+async def started(
+    path: Path, broker: FakeBroker, clock: FakeClock
+) -> tuple[SchedulerDaemon, asyncio.Task[int]]:
+    """The daemon of path, running on the fake broker and clock, with its schedule loaded."""
+    daemon = SchedulerDaemon(str(path), {}, connect=broker.connect, clock=clock, watch_file=False)
+    running = asyncio.create_task(daemon.run())
+    await until(lambda: daemon.scheduler is not None, "started")
+    return daemon, running
+
+
 @driven
 async def test_a_slot_due_while_a_reload_is_read_is_published_without_waiting_for_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path, broker, held = setup(tmp_path, monkeypatch)
     clock = FakeClock(T0 - timedelta(seconds=30))
-    daemon = SchedulerDaemon(str(path), {}, connect=broker.connect, clock=clock, watch_file=False)
-    running = asyncio.create_task(daemon.run())
-    await until(lambda: daemon.scheduler is not None, "started")
+    daemon, running = await started(path, broker, clock)
     path.write_text(path.read_text() + NEW)
     daemon.request_reload()
     await asyncio.to_thread(held.reading.wait, 5)
@@ -96,9 +104,7 @@ async def test_a_slot_already_due_when_the_reload_is_asked_for_goes_by_the_new_f
 ) -> None:
     path, broker, held = setup(tmp_path, monkeypatch)
     clock = FakeClock(T0 - timedelta(seconds=30))
-    daemon = SchedulerDaemon(str(path), {}, connect=broker.connect, clock=clock, watch_file=False)
-    running = asyncio.create_task(daemon.run())
-    await until(lambda: daemon.scheduler is not None, "started")
+    daemon, running = await started(path, broker, clock)
     await asyncio.sleep(0.05)  # the loop is asleep until 05:29:59.5
     clock.now = T0 + timedelta(seconds=1)  # 05:30 is due, and then the file is edited
     path.write_text(f"state: {tmp_path / 's.db'}\njobs:\n{NEW}")  # tick removed
@@ -120,9 +126,7 @@ async def test_stopping_while_a_reload_is_read_exits_cleanly(
 ) -> None:
     path, broker, held = setup(tmp_path, monkeypatch)
     clock = FakeClock(T0 - timedelta(seconds=30))
-    daemon = SchedulerDaemon(str(path), {}, connect=broker.connect, clock=clock, watch_file=False)
-    running = asyncio.create_task(daemon.run())
-    await until(lambda: daemon.scheduler is not None, "started")
+    daemon, running = await started(path, broker, clock)
     daemon.request_reload()
     await asyncio.to_thread(held.reading.wait, 5)
     daemon.request_stop()
@@ -140,9 +144,7 @@ async def test_a_reload_asked_for_just_before_a_big_burst_is_read_after_it(
     many = "".join(f"  j{i}:\n    every: 1m\n    task: t.j\n" for i in range(READ_AROUND_RUNS))
     path.write_text(f"state: {tmp_path / 's.db'}\njobs:\n{many}")
     clock = FakeClock(T0 - timedelta(seconds=0.4))
-    daemon = SchedulerDaemon(str(path), {}, connect=broker.connect, clock=clock, watch_file=False)
-    running = asyncio.create_task(daemon.run())
-    await until(lambda: daemon.scheduler is not None, "started")
+    daemon, running = await started(path, broker, clock)
     await until(lambda: daemon.scheduler._prepared is not None, "05:30 drafted")  # type: ignore[union-attr]
     path.write_text(path.read_text() + NEW)
     daemon.request_reload()
