@@ -145,7 +145,7 @@ async def _reload_lag(path: Path) -> tuple[float, float, float]:
 
     def read() -> tuple[Any, Any]:  # as SchedulerDaemon._read: read and compare in the thread
         config = load_schedule(str(path), os.environ)
-        return config, compare(running, config, now)
+        return config, compare(running, config, now, slots=True)
 
     reading = asyncio.create_task(asyncio.to_thread(read))
     started, lag = time.perf_counter(), 0.0

@@ -311,7 +311,9 @@ class SchedulerDaemon:
 
         def read() -> Reading:
             config = load_schedule(self.path, self.env)
-            return Reading(config, compare(running, config, self.clock()), _digest(self.path))
+            return Reading(
+                config, compare(running, config, self.clock(), slots=True), _digest(self.path)
+            )
 
         started = self.clock()
         try:

@@ -111,11 +111,11 @@ class Scheduler:
     # The broker link
 
     def _new_link(self, config: Config) -> Broker:
-        exchanges = sorted(Codecs(config.broker).exchanges(config.jobs))
         kind = config.broker.exchange_type
 
         async def setup(channel: Channel) -> None:
-            for name in exchanges:
+            # Those of the config adopted last (a reload with others makes a new link).
+            for name in sorted(self.exchanges):
                 await channel.declare_exchange(name, kind)
             self._declared_queues.clear()
             await self.leadership.setup(channel)
