@@ -395,9 +395,9 @@ class Scheduler:
         if self._rewind(now):
             return
         self._drop_prepared()
+        due: list[tuple[datetime, str]] = []
         for name in changes.rescheduled:
             self.timetable.discard(name)
-            job = self.jobs[name]
             state = self.states[name]
             fresh_now = state.cursor == now and changes.as_of <= now
             hint = changes.next_at.get(name, now)
@@ -405,9 +405,12 @@ class Scheduler:
                 # Started afresh from now, and no slot between as_of and now: the slot found
                 # off the loop is the one after now.
                 if hint is not None and name not in self.paused:
-                    self.timetable.schedule(name, hint)
+                    due.append((hint, name))
             else:
-                self._schedule_next(job)
+                at = self._next_slot(self.jobs[name])
+                if at is not None:
+                    due.append((at, name))
+        self.timetable.schedule_all(due)
 
     def _drop_prepared(self) -> None:
         """Give up a burst drafted before (for a new schedule, a pause): its jobs go back in
@@ -516,13 +519,16 @@ class Scheduler:
         return {"broker": self.link.state, "role": role, "jobs": jobs}
 
     def _schedule_next(self, job: Job) -> None:
-        if not job.enabled or job.name in self.paused:
-            return
-        state = self.states.get(job.name)
-        cursor = state.cursor if state is not None else self.clock()
-        at = job.schedule.next_after(cursor)
+        at = self._next_slot(job)
         if at is not None:
             self.timetable.schedule(job.name, at)
+
+    def _next_slot(self, job: Job) -> datetime | None:
+        """The job's next slot after its cursor; None if none, or disabled or paused."""
+        if not job.enabled or job.name in self.paused:
+            return None
+        state = self.states.get(job.name)
+        return job.schedule.next_after(state.cursor if state is not None else self.clock())
 
     def status(self) -> str:
         parts = [f"{len(self.jobs)} jobs", f"broker {self.link.state}"]
