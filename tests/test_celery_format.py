@@ -180,7 +180,7 @@ def test_priority_becomes_the_message_priority() -> None:
 
 
 def test_a_job_whose_messages_would_crash_a_worker_is_refused_once_at_load() -> None:
-    nameless = dataclasses.replace(job(), task="")
+    nameless = job()._replace(task="")
     problems = job_problems(nameless)
     assert problems and "header 'task' must be a non-empty string" in problems[0]
     assert job_problems(job()) == []

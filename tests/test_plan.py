@@ -149,7 +149,7 @@ class CountingSchedule:
 def test_a_week_of_downtime_for_a_one_second_job_is_planned_without_walking_it(spec: str) -> None:
     j = job(spec)
     counting = CountingSchedule(j.schedule)
-    j = replace(j, schedule=counting)
+    j = j._replace(schedule=counting)
     now = T0 + timedelta(days=7)
     p = plan.plan_job(j, state_at(j, T0), now)
     assert [run.slot for run in p.runs] == [now - timedelta(seconds=60 - k) for k in range(61)]
