@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from beatd.core.config import Config, read_config
 from beatd.core.errors import BeatdError, ConfigError
@@ -23,7 +23,6 @@ from beatd.core.ports import Clock, Connector
 from beatd.runtime import collector, control, pauses
 from beatd.runtime.clock import system_clock
 from beatd.runtime.lifecycle import EXIT_OK, Lifecycle, cannot_start, reload_failed
-from beatd.runtime.metrics import SchedulerMetrics
 from beatd.runtime.rabbitmq import Link
 from beatd.runtime.state import State
 from beatd.runtime.systemd import Notifier
@@ -33,6 +32,9 @@ from beatd.scheduler.history import HistorySink
 from beatd.scheduler.remote import RemoteControl
 from beatd.scheduler.report import Sink
 from beatd.scheduler.scheduler import Scheduler
+
+if TYPE_CHECKING:  # imported with a metrics: section only (prometheus-client: 40 ms)
+    from beatd.runtime.metrics import SchedulerMetrics
 
 log = logging.getLogger("beatd.scheduler")
 
@@ -97,7 +99,7 @@ class SchedulerDaemon:
         try:
             with collector.paused():  # start-up: no other thread runs yet
                 config = load_schedule(self.path, self.env)
-                metrics = SchedulerMetrics(self.clock) if config.metrics else None
+                metrics = _metrics(self.clock) if config.metrics else None
                 sinks: list[Sink] = [metrics] if metrics else []
                 if config.history is not None:
                     sinks.append(HistorySink(config.history, lambda: scheduler.link))
@@ -367,6 +369,12 @@ class Reading:
     config: Config
     changes: Changes
     digest: str
+
+
+def _metrics(clock: Clock) -> SchedulerMetrics:
+    from beatd.runtime.metrics import SchedulerMetrics  # noqa: PLC0415  (see above)
+
+    return SchedulerMetrics(clock)
 
 
 def run(path: str, env: Mapping[str, str]) -> int:
