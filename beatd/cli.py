@@ -180,7 +180,6 @@ def _check(args: argparse.Namespace) -> int:
     try:
         with collector.paused():  # a one-shot command: no other thread
             config = _load(args)
-        collector.settle()  # the config lives on: later passes need not walk 100k jobs
         if config.has_worker_section and not args.skip_tasks:
             _resolve_tasks(args.config)
     except ConfigError as exc:
@@ -336,7 +335,6 @@ def _job(config: Config, name: str, path: str) -> Job:
 def _list(args: argparse.Namespace) -> int:
     with collector.paused():  # a one-shot command: no other thread
         config = _load(args)
-    collector.settle()  # the config lives on: later passes need not walk 100k jobs
     now = _aware(args.now, config.timezone) if args.now else datetime.now(UTC)
     jobs = list(config.jobs)
     if args.job is not None:

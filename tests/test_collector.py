@@ -36,6 +36,21 @@ def test_paused_restores_the_collector_when_the_body_raises() -> None:
 
 
 @pytest.mark.usefixtures("enabled_after")
+def test_what_was_built_while_paused_is_frozen_before_the_collector_is_back() -> None:
+    # Frozen after: the first allocation would otherwise walk all of it as young objects.
+    gc.enable()
+    gc.unfreeze()
+    with collector.paused():
+        built = [[i] for i in range(1000)]
+    assert gc.get_freeze_count() >= len(built)
+    gc.unfreeze()
+    with pytest.raises(ValueError, match="bad"), collector.paused():
+        built = [[i] for i in range(1000)]
+        raise ValueError("bad")
+    assert gc.get_freeze_count() == 0  # a failed build is garbage: left to the collector
+
+
+@pytest.mark.usefixtures("enabled_after")
 @pytest.mark.parametrize("command", ["check", "list"])
 def test_check_and_list_leave_the_collector_on(tmp_path: Path, command: str) -> None:
     gc.enable()

@@ -121,7 +121,6 @@ class SchedulerDaemon:
                 metrics.serve(config.metrics)
         except BeatdError as exc:
             return cannot_start(log, self.path, exc)
-        collector.settle()
         self.scheduler, self.metrics = scheduler, metrics
         server = control.ControlServer(config.state, self._control)
         self.remote = remote = RemoteControl(scheduler, self._control, clock=self.clock)
@@ -352,9 +351,6 @@ class SchedulerDaemon:
         if changes.base is not scheduler.jobs:  # adopted since the read began
             changes = compare(scheduler.jobs, config, self.clock())
         await scheduler.reload(config, self.clock(), changes)
-        # As after start-up: the new jobs live on, so later full passes of the collector
-        # skip them (at 100k jobs, one pass over them held a burst up for 0.7 s).
-        collector.settle()
         self._file_digest = read.digest
         report.log_reload(
             self.path, len(scheduler.jobs), changes.added, changes.removed, changes.changed
