@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -122,7 +121,7 @@ def test_a_changed_schedule_starts_from_now_and_keeps_its_counters() -> None:
     old = job("every: 1m")
     new = job("every: 5m")
     assert old.fingerprint != new.fingerprint
-    stored = replace(state_at(old, T0 - timedelta(days=3)), published=41, last_slot=T0)
+    stored = state_at(old, T0 - timedelta(days=3))._replace(published=41, last_slot=T0)
     state = plan.current_state(new, stored, T0 + timedelta(minutes=7))
     assert state.cursor == T0 + timedelta(minutes=7)
     assert (state.published, state.last_slot) == (41, T0)

@@ -8,7 +8,7 @@ crash between publish and record publishes the same slot again, under the same i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 from beatd.core.config import Job, Misfire
@@ -48,7 +48,7 @@ def fresh_state(job: Job, now: datetime, old: JobState | None = None) -> JobStat
     counts as missed. Counters and the last slot survive a schedule change."""
     if old is None:
         return JobState(job.name, job.fingerprint, cursor=now)
-    return replace(old, fingerprint=job.fingerprint, cursor=now)
+    return old._replace(fingerprint=job.fingerprint, cursor=now)
 
 
 def current_state(job: Job, state: JobState | None, now: datetime) -> JobState:

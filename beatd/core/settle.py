@@ -8,7 +8,6 @@ the state never runs ahead of what the broker confirmed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime
 
 from beatd.core.jobstate import JobState
@@ -42,7 +41,7 @@ def settle(plan: JobPlan, outcomes: Sequence[Outcome | None], now: datetime) -> 
         base = after
     elif done:
         last = runs[done - 1].slot
-        base = replace(after, cursor=last, last_slot=last)
+        base = after._replace(cursor=last, last_slot=last)
     else:
         base = plan.before
     settled = outcomes[:done]

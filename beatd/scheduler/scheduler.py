@@ -370,7 +370,7 @@ class Scheduler:
             state = self.states.get(name)
             self.timetable.discard(name)
             if state is not None and state.fingerprint:
-                fresh.append(replace(state, fingerprint=""))
+                fresh.append(state._replace(fingerprint=""))
                 self.states[name] = fresh[-1]
         for name in changes.added + changes.changed:
             job = self.jobs[name]
@@ -446,7 +446,7 @@ class Scheduler:
             (furthest - now).total_seconds(),
             len(ahead),
         )
-        rewound = [replace(s, cursor=now) for s in ahead]
+        rewound = [s._replace(cursor=now) for s in ahead]
         for state in rewound:
             self.states[state.name] = state
         self.store.save(rewound)
