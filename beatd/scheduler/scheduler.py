@@ -397,19 +397,19 @@ class Scheduler:
         self._drop_prepared()
         due: list[tuple[datetime, str]] = []
         for name in changes.rescheduled:
-            self.timetable.discard(name)
             state = self.states[name]
             fresh_now = state.cursor == now and changes.as_of <= now
             hint = changes.next_at.get(name, now)
             if fresh_now and name in changes.next_at and (hint is None or hint > now):
                 # Started afresh from now, and no slot between as_of and now: the slot found
                 # off the loop is the one after now.
-                if hint is not None and name not in self.paused:
-                    due.append((hint, name))
+                at = None if name in self.paused else hint
             else:
                 at = self._next_slot(self.jobs[name])
-                if at is not None:
-                    due.append((at, name))
+            if at is None:
+                self.timetable.discard(name)
+            else:
+                due.append((at, name))
         self.timetable.schedule_all(due)
 
     def _drop_prepared(self) -> None:

@@ -41,10 +41,12 @@ class Timetable:
             for at, name in due:
                 self.schedule(name, at)
             return
-        count = self._count
+        count, scheduled = self._count, self._due
         for at, name in due:
-            self.discard(name)
-            self._due[name] = at
+            before = scheduled.get(name)
+            if before is not None:
+                self._uncount(before)
+            scheduled[name] = at
             count[at] = count.get(at, 0) + 1
         self._heap = [(when, job) for job, when in self._due.items()]
         heapq.heapify(self._heap)
