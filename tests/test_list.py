@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from beatd.cli import main
-from beatd.core import listing
+from beatd.core import calendar, listing
 from beatd.core.config import read_config
+from beatd.core.durations import format_left
+from beatd.core.jobstate import JobState
 
 ROOT = Path(__file__).parent.parent
 
@@ -339,3 +341,42 @@ def test_jobs_sharing_a_schedule_each_get_their_own_row_and_the_earliest_comes_f
     assert [run.job.name for run in runs] == ["early", "a", "b", "c"]
     assert len({run.at for run in runs[1:]}) == 1
     assert all(run.note.startswith("DST: 02:30 skipped") for run in runs[1:])
+
+
+def test_texts_rows_share_are_each_rows_own_in_any_order_and_zone(tmp_path: Path) -> None:
+    # The table works out NEXT and LEFT once per instant and zone, LAST once per last slot and
+    # zone, and SCHEDULE once per schedule object as written: every row still reads as if its
+    # cells were worked out for it alone, whatever the order of the runs.
+    path = write(
+        tmp_path,
+        """
+        timezone: UTC
+        jobs:
+          berlin: {every: 1h, timezone: Europe/Berlin, task: t}
+          kolkata: {every: 60m, timezone: Asia/Kolkata, task: t}
+          hourly: {cron: "0 * * * *", timezone: Europe/Berlin, task: t}
+          late: {cron: "H * * * *", task: t, jitter: 5m}
+          once: {at: "2026-06-01T09:00:00Z", task: t}
+          jittered-once: {at: "2026-06-01T09:00:00Z", task: t, jitter: 5m}
+        """,
+    )
+    config = read_config(path, {"HOME": str(tmp_path)})
+    by_name = {job.name: job for job in config.jobs}
+    assert by_name["berlin"].schedule is by_name["kolkata"].schedule  # `1h` and `60m`
+    now = datetime(2026, 6, 1, 8, 0, 30, tzinfo=UTC)
+    last = datetime(2026, 6, 1, 8, tzinfo=UTC)
+    states = {name: JobState(name, "f", cursor=last, last_slot=last) for name in by_name}
+    runs = list(listing.upcoming(config.jobs, now))
+    for zone in (None, UTC):
+        for order in (runs, runs[::-1]):
+            lines = list(listing.table(order, states, now, zone))
+            for cells, run in zip(rows("\n".join(lines))[1:], order, strict=True):
+                job, place = run.job, zone or run.job.timezone
+                assert run.at is not None
+                assert cells[:5] == [
+                    calendar.wall(run.at, place),
+                    format_left(run.at - now),
+                    calendar.wall(last, place),
+                    job.name,
+                    listing.schedule_words(job),
+                ]
