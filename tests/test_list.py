@@ -3,12 +3,13 @@ edges. Called through the entry point with argv, except the memory bound (on the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 import textwrap
 import tracemalloc
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -380,3 +381,19 @@ def test_texts_rows_share_are_each_rows_own_in_any_order_and_zone(tmp_path: Path
                     job.name,
                     listing.schedule_words(job),
                 ]
+
+
+def test_zones_equal_as_tzinfos_but_named_apart_keep_their_names(tmp_path: Path) -> None:
+    # timezone(0, "GMT") == UTC, yet wall() shows their names: shared texts are per zone object.
+    path = write(tmp_path, "jobs:\n  a: {every: 1h, task: t}\n  b: {every: 1h, task: t}\n")
+    a, b = read_config(path, {"HOME": str(tmp_path)}).jobs
+    gmt = timezone(timedelta(0), "GMT")
+    b = dataclasses.replace(b, timezone=gmt)
+    now = datetime(2026, 6, 1, 8, 0, 30, tzinfo=UTC)
+    last = datetime(2026, 6, 1, 8, tzinfo=UTC)
+    states = {name: JobState(name, "f", cursor=last, last_slot=last) for name in ("a", "b")}
+    lines = list(listing.table(listing.upcoming([a, b], now), states, now, None))
+    assert [(cells[0][-3:], cells[2][-3:]) for cells in rows("\n".join(lines))[1:]] == [
+        ("UTC", "UTC"),
+        ("GMT", "GMT"),
+    ]

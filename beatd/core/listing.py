@@ -235,7 +235,8 @@ def table(
     header = (f"NEXT ({where})", "LEFT", "LAST", *outcome_head, "JOB", "SCHEDULE", "TASK", "")
     fixed: dict[str, tuple[str, ...]] = {}  # per job: bounded by the file
     # Texts many jobs share, worked out once; both bounded by the file, and gone with the table.
-    lasts: dict[tuple[datetime, tzinfo], str] = {}  # the state file shares its last slots
+    # Zones by id: tzinfo equality ignores a fixed offset's name, which the texts show.
+    lasts: dict[tuple[datetime, int], str] = {}  # the state file shares its last slots
     words: dict[tuple[int, str, str, bool], str] = {}  # per shared schedule object
     counts: Counter[str] = Counter()
 
@@ -247,8 +248,9 @@ def table(
         if last is None:
             last_text = "-"
         else:
-            when = (last, zone or job.timezone)
-            last_text = lasts.get(when) or lasts.setdefault(when, wall(*when))
+            place = zone or job.timezone
+            when = (last, id(place))
+            last_text = lasts.get(when) or lasts.setdefault(when, wall(last, place))
         outcome = () if outcomes is None else (outcomes.get(name) or "-",)
         # The text depends on nothing else (schedule_words); the schedule object is alive as
         # long as the job, so its id is not reused meanwhile.
@@ -260,7 +262,7 @@ def table(
     # Runs come in time order, so the jobs due at one instant are adjacent: its NEXT and LEFT
     # texts are worked out once per zone shown, and forgotten at the next instant.
     instant: datetime | None = None
-    texts: dict[tzinfo, tuple[str, str]] = {}  # the instant's, by zone
+    texts: dict[int, tuple[str, str]] = {}  # the instant's, by id of zone
 
     def row(run: Upcoming) -> tuple[str, ...]:
         nonlocal instant, texts
@@ -272,9 +274,9 @@ def table(
             if at != instant:
                 instant, texts = at, {}
             place = zone or job.timezone
-            times = texts.get(place)
+            times = texts.get(id(place))
             if times is None:
-                times = texts[place] = (wall(at, place), format_left(at - now))
+                times = texts[id(place)] = (wall(at, place), format_left(at - now))
         else:
             times = ("-", "-" if job.enabled else "disabled")
         note = run.note
