@@ -19,6 +19,7 @@ from beatd.core import calendar, listing
 from beatd.core.config import read_config
 from beatd.core.durations import format_left
 from beatd.core.jobstate import JobState
+from beatd.core.messages import iso_utc
 
 ROOT = Path(__file__).parent.parent
 
@@ -346,8 +347,9 @@ def test_jobs_sharing_a_schedule_each_get_their_own_row_and_the_earliest_comes_f
 
 def test_texts_rows_share_are_each_rows_own_in_any_order_and_zone(tmp_path: Path) -> None:
     # The table works out NEXT and LEFT once per instant and zone, LAST once per last slot and
-    # zone, and SCHEDULE once per schedule object as written: every row still reads as if its
-    # cells were worked out for it alone, whatever the order of the runs.
+    # zone, and SCHEDULE once per schedule object as written (the JSON its times likewise):
+    # every row still reads as if its cells were worked out for it alone, whatever the order
+    # of the runs.
     path = write(
         tmp_path,
         """
@@ -368,19 +370,30 @@ def test_texts_rows_share_are_each_rows_own_in_any_order_and_zone(tmp_path: Path
     last = datetime(2026, 6, 1, 8, tzinfo=UTC)
     states = {name: JobState(name, "f", cursor=last, last_slot=last) for name in by_name}
     runs = list(listing.upcoming(config.jobs, now))
-    for zone in (None, UTC):
-        for order in (runs, runs[::-1]):
+    times = {run.job.name: run.at for run in runs if run.at is not None}
+    assert len(times) == len(runs)
+    for order in (runs, runs[::-1]):
+        for zone in (None, UTC):
             lines = list(listing.table(order, states, now, zone))
             for cells, run in zip(rows("\n".join(lines))[1:], order, strict=True):
-                job, place = run.job, zone or run.job.timezone
-                assert run.at is not None
+                job, at, place = run.job, times[run.job.name], zone or run.job.timezone
                 assert cells[:5] == [
-                    calendar.wall(run.at, place),
-                    format_left(run.at - now),
+                    calendar.wall(at, place),
+                    format_left(at - now),
                     calendar.wall(last, place),
                     job.name,
                     listing.schedule_words(job),
                 ]
+        records = json.loads("".join(listing.json_chunks(order, states)))
+        assert [(r["job"], r["at"], r["local"], r["last"]) for r in records] == [
+            (
+                run.job.name,
+                iso_utc(times[run.job.name]),
+                calendar.in_zone(times[run.job.name], run.job.timezone).isoformat(),
+                iso_utc(last),
+            )
+            for run in order
+        ]
 
 
 def test_zones_equal_as_tzinfos_but_named_apart_keep_their_names(tmp_path: Path) -> None:

@@ -184,29 +184,48 @@ def json_chunks(
 ) -> Iterator[str]:
     """One JSON array, one object per line, produced as the runs come; with outcomes (the run
     history's), each has its job's `last_outcome` too."""
+    encode = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps would make one per run
+    # As in table: times worked out once per instant (and zone), the last slots' once each.
+    instant: datetime | None = None
+    texts: dict[int, tuple[str, str]] = {}  # the instant's UTC and local times, by id of zone
+    lasts: dict[datetime, str] = {}  # bounded by the file
     separator = "[\n"
     for run in runs:
-        record = _record(run, states.get(run.job.name))
+        job, at = run.job, run.at
+        times: tuple[str | None, str | None] = (None, None)
+        if at is not None:
+            if at != instant:
+                instant, texts = at, {}
+            times = texts.get(id(job.timezone)) or texts.setdefault(
+                id(job.timezone), (iso_utc(at), in_zone(at, job.timezone).isoformat())
+            )
+        state = states.get(job.name)
+        last = state.last_slot if state else None
+        last_text = (
+            None if last is None else lasts.get(last) or lasts.setdefault(last, iso_utc(last))
+        )
+        record = _record(run, state, *times, last_text)
         if outcomes is not None:
-            record["last_outcome"] = outcomes.get(run.job.name)
-        yield separator + json.dumps(record, ensure_ascii=False)
+            record["last_outcome"] = outcomes.get(job.name)
+        yield separator + encode(record)
         separator = ",\n"
     yield "[]\n" if separator == "[\n" else "\n]\n"
 
 
-def _record(run: Upcoming, state: Progress | None) -> dict[str, Any]:
+def _record(
+    run: Upcoming, state: Progress | None, at: str | None, local: str | None, last: str | None
+) -> dict[str, Any]:
     job = run.job
-    last = state.last_slot if state else None
     return {
         "job": job.name,
         "task": job.task,
-        "at": None if run.at is None else iso_utc(run.at),
-        "local": None if run.at is None else in_zone(run.at, job.timezone).isoformat(),
+        "at": at,
+        "local": local,
         "zone": zone_name(job.timezone),
         "schedule": schedule_text(job),
         "enabled": job.enabled,
         "dst": run.note or None,
-        "last": None if last is None else iso_utc(last),
+        "last": last,
         "published": state.published if state else 0,
         "missed": state.missed if state else 0,
         "unroutable": state.unroutable if state else 0,
