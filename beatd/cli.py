@@ -333,8 +333,15 @@ def _job(config: Config, name: str, path: str) -> Job:
 
 
 def _list(args: argparse.Namespace) -> int:
-    with collector.paused():  # a one-shot command: no other thread
-        config = _load(args)
+    # A one-shot command, no other thread: the collector stays paused after the load too. What
+    # it builds then (states, runs, rows) lives until printed, and makes no cycles (a history
+    # read's broker client may: one read's worth); its passes over 100k of them took 0.3 s.
+    with collector.paused():
+        return _listed(args)
+
+
+def _listed(args: argparse.Namespace) -> int:
+    config = _load(args)
     now = _aware(args.now, config.timezone) if args.now else datetime.now(UTC)
     jobs = list(config.jobs)
     if args.job is not None:

@@ -3,19 +3,23 @@ edges. Called through the entry point with argv, except the memory bound (on the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 import textwrap
 import tracemalloc
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from beatd.cli import main
-from beatd.core import listing
+from beatd.core import calendar, listing
 from beatd.core.config import read_config
+from beatd.core.durations import format_left
+from beatd.core.jobstate import JobState
+from beatd.core.messages import iso_utc
 
 ROOT = Path(__file__).parent.parent
 
@@ -339,3 +343,70 @@ def test_jobs_sharing_a_schedule_each_get_their_own_row_and_the_earliest_comes_f
     assert [run.job.name for run in runs] == ["early", "a", "b", "c"]
     assert len({run.at for run in runs[1:]}) == 1
     assert all(run.note.startswith("DST: 02:30 skipped") for run in runs[1:])
+
+
+def test_texts_rows_share_are_each_rows_own_in_any_order_and_zone(tmp_path: Path) -> None:
+    # The table works out NEXT and LEFT once per instant and zone, LAST once per last slot and
+    # zone, and SCHEDULE once per schedule object as written (the JSON its times likewise):
+    # every row still reads as if its cells were worked out for it alone, whatever the order
+    # of the runs.
+    path = write(
+        tmp_path,
+        """
+        timezone: UTC
+        jobs:
+          berlin: {every: 1h, timezone: Europe/Berlin, task: t}
+          kolkata: {every: 60m, timezone: Asia/Kolkata, task: t}
+          hourly: {cron: "0 * * * *", timezone: Europe/Berlin, task: t}
+          late: {cron: "H * * * *", task: t, jitter: 5m}
+          once: {at: "2026-06-01T09:00:00Z", task: t}
+          jittered-once: {at: "2026-06-01T09:00:00Z", task: t, jitter: 5m}
+        """,
+    )
+    config = read_config(path, {"HOME": str(tmp_path)})
+    by_name = {job.name: job for job in config.jobs}
+    assert by_name["berlin"].schedule is by_name["kolkata"].schedule  # `1h` and `60m`
+    now = datetime(2026, 6, 1, 8, 0, 30, tzinfo=UTC)
+    last = datetime(2026, 6, 1, 8, tzinfo=UTC)
+    states = {name: JobState(name, "f", cursor=last, last_slot=last) for name in by_name}
+    runs = list(listing.upcoming(config.jobs, now))
+    times = {run.job.name: run.at for run in runs if run.at is not None}
+    assert len(times) == len(runs)
+    for order in (runs, runs[::-1]):
+        for zone in (None, UTC):
+            lines = list(listing.table(order, states, now, zone))
+            for cells, run in zip(rows("\n".join(lines))[1:], order, strict=True):
+                job, at, place = run.job, times[run.job.name], zone or run.job.timezone
+                assert cells[:5] == [
+                    calendar.wall(at, place),
+                    format_left(at - now),
+                    calendar.wall(last, place),
+                    job.name,
+                    listing.schedule_words(job),
+                ]
+        records = json.loads("".join(listing.json_chunks(order, states)))
+        assert [(r["job"], r["at"], r["local"], r["last"]) for r in records] == [
+            (
+                run.job.name,
+                iso_utc(times[run.job.name]),
+                calendar.in_zone(times[run.job.name], run.job.timezone).isoformat(),
+                iso_utc(last),
+            )
+            for run in order
+        ]
+
+
+def test_zones_equal_as_tzinfos_but_named_apart_keep_their_names(tmp_path: Path) -> None:
+    # timezone(0, "GMT") == UTC, yet wall() shows their names: shared texts are per zone object.
+    path = write(tmp_path, "jobs:\n  a: {every: 1h, task: t}\n  b: {every: 1h, task: t}\n")
+    a, b = read_config(path, {"HOME": str(tmp_path)}).jobs
+    gmt = timezone(timedelta(0), "GMT")
+    b = dataclasses.replace(b, timezone=gmt)
+    now = datetime(2026, 6, 1, 8, 0, 30, tzinfo=UTC)
+    last = datetime(2026, 6, 1, 8, tzinfo=UTC)
+    states = {name: JobState(name, "f", cursor=last, last_slot=last) for name in ("a", "b")}
+    lines = list(listing.table(listing.upcoming([a, b], now), states, now, None))
+    assert [(cells[0][-3:], cells[2][-3:]) for cells in rows("\n".join(lines))[1:]] == [
+        ("UTC", "UTC"),
+        ("GMT", "GMT"),
+    ]

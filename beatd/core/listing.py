@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import MAXYEAR, UTC, datetime, timedelta, tzinfo
+from operator import itemgetter
 from typing import Any, Protocol
 
 from beatd.core.calendar import TIME_WIDTH, in_zone, next_fire, wall, zone_name
@@ -183,29 +184,48 @@ def json_chunks(
 ) -> Iterator[str]:
     """One JSON array, one object per line, produced as the runs come; with outcomes (the run
     history's), each has its job's `last_outcome` too."""
+    encode = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps would make one per run
+    # As in table: times worked out once per instant (and zone), the last slots' once each.
+    instant: datetime | None = None
+    texts: dict[int, tuple[str, str]] = {}  # the instant's UTC and local times, by id of zone
+    lasts: dict[datetime, str] = {}  # bounded by the file
     separator = "[\n"
     for run in runs:
-        record = _record(run, states.get(run.job.name))
+        job, at = run.job, run.at
+        times: tuple[str | None, str | None] = (None, None)
+        if at is not None:
+            if at != instant:
+                instant, texts = at, {}
+            times = texts.get(id(job.timezone)) or texts.setdefault(
+                id(job.timezone), (iso_utc(at), in_zone(at, job.timezone).isoformat())
+            )
+        state = states.get(job.name)
+        last = state.last_slot if state else None
+        last_text = (
+            None if last is None else lasts.get(last) or lasts.setdefault(last, iso_utc(last))
+        )
+        record = _record(run, state, *times, last_text)
         if outcomes is not None:
-            record["last_outcome"] = outcomes.get(run.job.name)
-        yield separator + json.dumps(record, ensure_ascii=False)
+            record["last_outcome"] = outcomes.get(job.name)
+        yield separator + encode(record)
         separator = ",\n"
     yield "[]\n" if separator == "[\n" else "\n]\n"
 
 
-def _record(run: Upcoming, state: Progress | None) -> dict[str, Any]:
+def _record(
+    run: Upcoming, state: Progress | None, at: str | None, local: str | None, last: str | None
+) -> dict[str, Any]:
     job = run.job
-    last = state.last_slot if state else None
     return {
         "job": job.name,
         "task": job.task,
-        "at": None if run.at is None else iso_utc(run.at),
-        "local": None if run.at is None else in_zone(run.at, job.timezone).isoformat(),
+        "at": at,
+        "local": local,
         "zone": zone_name(job.timezone),
         "schedule": schedule_text(job),
         "enabled": job.enabled,
         "dst": run.note or None,
-        "last": None if last is None else iso_utc(last),
+        "last": last,
         "published": state.published if state else 0,
         "missed": state.missed if state else 0,
         "unroutable": state.unroutable if state else 0,
@@ -233,40 +253,68 @@ def table(
     outcome_head = () if outcomes is None else ("LAST OUTCOME",)
     header = (f"NEXT ({where})", "LEFT", "LAST", *outcome_head, "JOB", "SCHEDULE", "TASK", "")
     fixed: dict[str, tuple[str, ...]] = {}  # per job: bounded by the file
+    # Texts many jobs share, worked out once; both bounded by the file, and gone with the table.
+    # Zones by id: tzinfo equality ignores a fixed offset's name, which the texts show.
+    lasts: dict[tuple[datetime, int], str] = {}  # the state file shares its last slots
+    words: dict[tuple[int, str, str, bool], str] = {}  # per shared schedule object
     counts: Counter[str] = Counter()
 
     def static(job: Job) -> tuple[str, ...]:
-        cells = fixed.get(job.name)
-        if cells is None:
-            state = states.get(job.name)
-            last = state.last_slot if state else None
-            last_text = "-" if last is None else wall(last, zone or job.timezone)
-            outcome = () if outcomes is None else (outcomes.get(job.name) or "-",)
-            cells = (last_text, *outcome, job.name, schedule_words(job), job.task)
-            fixed[job.name] = cells
+        """The cells that are the same in each of the job's rows (none are in fixed yet)."""
+        name = job.name
+        state = states.get(name)
+        last = state.last_slot if state else None
+        if last is None:
+            last_text = "-"
+        else:
+            place = zone or job.timezone
+            when = (last, id(place))
+            last_text = lasts.get(when) or lasts.setdefault(when, wall(last, place))
+        outcome = () if outcomes is None else (outcomes.get(name) or "-",)
+        # The text depends on nothing else (schedule_words); the schedule object is alive as
+        # long as the job, so its id is not reused meanwhile.
+        key = (id(job.schedule), job.kind, job.spec, not job.jitter)
+        described = words.get(key) or words.setdefault(key, schedule_words(job))
+        cells = fixed[name] = (last_text, *outcome, name, described, job.task)
         return cells
 
+    # Runs come in time order, so the jobs due at one instant are adjacent: its NEXT and LEFT
+    # texts are worked out once per zone shown, and forgotten at the next instant.
+    instant: datetime | None = None
+    texts: dict[int, tuple[str, str]] = {}  # the instant's, by id of zone
+
     def row(run: Upcoming) -> tuple[str, ...]:
+        nonlocal instant, texts
         job = run.job
         name = job.name
         counts[name] = counts.get(name, 0) + 1
-        if run.at is not None:
-            next_text, left = wall(run.at, zone or job.timezone), format_left(run.at - now)
+        at = run.at
+        if at is not None:
+            if at != instant:
+                instant, texts = at, {}
+            place = zone or job.timezone
+            times = texts.get(id(place))
+            if times is None:
+                times = texts[id(place)] = (wall(at, place), format_left(at - now))
         else:
-            next_text, left = "-", "-" if job.enabled else "disabled"
+            times = ("-", "-" if job.enabled else "disabled")
         note = run.note
         if note and zone is not None and zone_name(zone) != zone_name(job.timezone):
             note = note.replace("DST:", f"DST in {zone_name(job.timezone)}:", 1)
-        return (next_text, left, *(fixed.get(name) or static(job)), note)
+        return (*times, *(fixed.get(name) or static(job)), note)
 
     rows = map(row, runs)
     head = list(itertools.islice(rows, _HEAD + 1)) if stream else list(rows)
-    measured: list[Sequence[str]] = [header, *head]
-    padded = len(header) - 1  # the note, last, is not padded
+    measured: list[Sequence[str]] = [header, *head]  # for NEXT and LEFT, each row's first cells
     if len(head) > _HEAD:  # more follow: make room for any job's cells and any time
-        measured += [("", "", *static(job), "") for job in jobs]
+        for job in jobs:
+            if job.name not in fixed:
+                static(job)
         measured.append(("x" * TIME_WIDTH, "x" * _LEFT_WIDTH))
-    widths = [max(len(r[i]) for r in measured if i < len(r)) for i in range(padded)]
+    # Column by column, so that the loops over 100k rows are map's and max's, not Python's; the
+    # other cells are measured once per job: fixed holds those of every row so far.
+    widths = [max(map(len, map(itemgetter(i), measured))) for i in (0, 1)]
+    widths += [max(map(len, column)) for column in zip(header[2:-1], *fixed.values(), strict=True)]
     del measured
     line = "  ".join(f"{{:<{width}}}" for width in widths)  # each cell padded to its column
     for cells in itertools.chain([header], head, rows):
