@@ -3,7 +3,6 @@ edges. Called through the entry point with argv, except the memory bound (on the
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -401,7 +400,7 @@ def test_zones_equal_as_tzinfos_but_named_apart_keep_their_names(tmp_path: Path)
     path = write(tmp_path, "jobs:\n  a: {every: 1h, task: t}\n  b: {every: 1h, task: t}\n")
     a, b = read_config(path, {"HOME": str(tmp_path)}).jobs
     gmt = timezone(timedelta(0), "GMT")
-    b = dataclasses.replace(b, timezone=gmt)
+    b = b._replace(timezone=gmt)
     now = datetime(2026, 6, 1, 8, 0, 30, tzinfo=UTC)
     last = datetime(2026, 6, 1, 8, tzinfo=UTC)
     states = {name: JobState(name, "f", cursor=last, last_slot=last) for name in ("a", "b")}
