@@ -65,9 +65,10 @@ pika.spec.BasicProperties.decode = _decode_or_mark  # pika has no hook for this
 
 # A burst yields to the loop after every this many messages, so what is encoded goes out while
 # the rest is (the broker works on the other core meanwhile), and heartbeats and confirms come
-# in. burst_bench, last arrival against raw pika (1k / 10k runs): every 500: 1.35 / 0.90;
-# every 200: 1.13 / 1.06; every 100: 0.96 / 1.12 (more turns of the loop cost the 10k burst).
-YIELD_EVERY = 200
+# in. burst_bench, last arrival against raw pika (1k / 10k runs), on a slow shared machine:
+# every 500: 1.35 / 0.90; every 200: 1.13 / 1.06; every 100: 0.96 / 1.12. On a quiet one
+# about twice as fast: every 200: 1.20-1.25 / 0.82-0.91; every 100: 0.94-0.98 / 0.96-0.98.
+YIELD_EVERY = 100
 
 
 class Channel:
