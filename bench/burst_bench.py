@@ -445,6 +445,8 @@ def reload(rounds: int, n: int = 100_000, burst_n: int = 10_000, control: bool =
             # control edits at the offsets of a reload of 2.7 s (this bench's quiet machine).
             took = CONTROL_READ_S
             if not control:
+                # Just after a burst, so that this reload does not wait for one.
+                time.sleep((time.time() // 30 + 1) * 30 + 2 - time.time())
                 mark = len(daemon.lines)
                 reload_file(path, n, burst_n, 1)
                 asked = time.time()

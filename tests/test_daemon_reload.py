@@ -13,7 +13,7 @@ import pytest
 
 from beatd.core.config import Config
 from beatd.scheduler import daemon as daemon_module
-from beatd.scheduler.daemon import READ_AROUND_RUNS, SchedulerDaemon
+from beatd.scheduler.daemon import READ_AFTER_BURST_S, READ_AROUND_RUNS, SchedulerDaemon
 from tests.clock import FakeClock, utc
 from tests.fakebroker import FakeBroker, Queue
 from tests.steps import driven
@@ -138,7 +138,8 @@ async def test_stopping_while_a_reload_is_read_exits_cleanly(
 async def test_a_reload_asked_for_just_before_a_big_burst_is_read_after_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Read beside the burst, the parse would take half the interpreter from it.
+    # Read beside the burst, the parse would take half the interpreter from it; read at once
+    # after it, the CPU the broker still needs to deliver the burst's tail.
     path, broker, held = setup(tmp_path, monkeypatch)
     held.broker = broker
     many = "".join(f"  j{i}:\n    every: 1m\n    task: t.j\n" for i in range(READ_AROUND_RUNS))
@@ -154,6 +155,10 @@ async def test_a_reload_asked_for_just_before_a_big_burst_is_read_after_it(
     clock.now = T0 + timedelta(seconds=0.1)
     daemon.wake()
     await until(lambda: len(published(broker)) == READ_AROUND_RUNS, "the burst published")
+    await asyncio.sleep(0.05)
+    assert not held.reading.is_set(), "the broker is still delivering the burst's tail"
+    clock.now += timedelta(seconds=READ_AFTER_BURST_S)
+    daemon.wake()
     assert await asyncio.to_thread(held.reading.wait, 5), "read once the burst is out"
     assert held.published_before == READ_AROUND_RUNS, "the read began after the burst"
     held.release.set()

@@ -45,6 +45,9 @@ MAX_SLEEP_S = 60.0  # re-read the wall clock at least this often, so a clock ste
 READ_AROUND_RUNS = 1000
 READ_S_PER_JOB_FIRST = 100e-6  # (the read's length: the last read's; the first, guessed)
 MAX_READ_WAIT_S = 60.0  # ...but for no longer than this; then it reads all the same
+# ...and begins this long after the burst's confirms: the broker is still delivering its tail,
+# which a read begun at once made 100-250 ms later (burst_bench reload, 2 cores).
+READ_AFTER_BURST_S = 1.0
 SHUTDOWN_GRACE_S = 10.0  # how long SIGTERM waits for confirms of the batch in flight
 
 
@@ -82,6 +85,7 @@ class SchedulerDaemon:
         self._waiting_since: datetime | None = None  # a reload asked for, not read yet
         self._told_waiting = False  # that it waits for the gap after a burst (see above)
         self._read_s: float | None = None  # how long the last read took
+        self._burst_at: datetime | None = None  # when the last burst's step ended
         self.remote: RemoteControl | None = None  # answers beatd status through the broker
 
     def request_stop(self) -> None:
@@ -202,7 +206,10 @@ class SchedulerDaemon:
         try:
             while not life.stops:
                 await self._reload_step(scheduler)
+                published = scheduler.counters.published
                 await self._step(scheduler)
+                if scheduler.counters.published - published >= READ_AROUND_RUNS:
+                    self._burst_at = self.clock()
                 if self._waiting_since is not None:  # for the burst just published, maybe
                     await self._reload_step(scheduler)
                 self.notifier.send(STATUS=scheduler.status())
@@ -211,6 +218,9 @@ class SchedulerDaemon:
                 scheduler.prepare(self.clock())
                 timeout = MAX_SLEEP_S
                 wake_at = scheduler.next_wake()
+                if self._waiting_since is not None and self._burst_at is not None:
+                    after_burst = self._burst_at + timedelta(seconds=READ_AFTER_BURST_S)
+                    wake_at = after_burst if wake_at is None else min(wake_at, after_burst)
                 if wake_at is not None:
                     timeout = min(timeout, (wake_at - self.clock()).total_seconds())
                 await life.sleep(timeout)
@@ -253,15 +263,18 @@ class SchedulerDaemon:
         or more, due after asked_at, is still to be published before the read would end (it
         goes by the running schedule, as it would have during the read; a slot due already
         when the reload was asked for waits for the file, as ever), and the reload has not
-        waited MAX_READ_WAIT_S yet. The loop wakes for the burst; the read starts after it."""
+        waited MAX_READ_WAIT_S yet; or such a burst ended less than READ_AFTER_BURST_S ago.
+        The loop wakes for the burst and after it; the read starts then."""
         now = self.clock()
         read_s = self._read_s
         if read_s is None:
             read_s = READ_S_PER_JOB_FIRST * len(scheduler.jobs)
         runs, at = scheduler.biggest_burst(asked_at, now + timedelta(seconds=1.5 * read_s + 1))
         waited_s = (now - asked_at).total_seconds()
+        burst_at = self._burst_at
+        tail = burst_at is not None and 0 <= (now - burst_at).total_seconds() < READ_AFTER_BURST_S
         if runs < READ_AROUND_RUNS:
-            return False
+            return tail  # waits quietly: a second at most
         if not 0 <= waited_s < MAX_READ_WAIT_S:
             log.warning("reload: reading the file now, beside a burst of %d runs", runs)
             return False
