@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -138,8 +138,12 @@ def describe(values: list[float]) -> str:
 # burst -----------------------------------------------------------------------------------
 
 
-async def raw_pika(messages: list[tuple[str, str, bytes, pika.BasicProperties]]) -> float:
-    """Seconds to publish messages with pipelined confirms using pika alone."""
+async def raw_pika(
+    messages: list[tuple[str, str, bytes, pika.BasicProperties]],
+    before: Callable[[], Awaitable[None]] | None = None,
+) -> float:
+    """Seconds to publish messages with pipelined confirms using pika alone; before: awaited
+    once connected and in confirm mode, before the clock starts (burst_bench waits for a slot)."""
     loop = asyncio.get_running_loop()
     opened: asyncio.Future[object] = loop.create_future()
     connection = AsyncioConnection(
@@ -161,6 +165,8 @@ async def raw_pika(messages: list[tuple[str, str, bytes, pika.BasicProperties]])
     selected: asyncio.Future[object] = loop.create_future()
     channel.confirm_delivery(on_confirm, callback=selected.set_result)
     await selected
+    if before is not None:
+        await before()
     started = time.perf_counter()
     for exchange, key, body, properties in messages:
         channel.basic_publish(exchange, key, body, properties, mandatory=True)

@@ -41,10 +41,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pika
-from pika.adapters.asyncio_connection import AsyncioConnection
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+sys.path.insert(0, str(ROOT / "bench"))
+from beat_bench import raw_pika  # noqa: E402
 
 from beatd.core.config import read_config  # noqa: E402
 from beatd.core.messages import Run  # noqa: E402
@@ -242,39 +244,11 @@ def raw(path: str, slot_iso: str) -> None:
         )
         prebuilt.append((m.exchange, m.routing_key, m.body, properties))
 
-    async def publish() -> None:
-        loop = asyncio.get_running_loop()
-        opened: asyncio.Future[object] = loop.create_future()
-        connection = AsyncioConnection(
-            pika.URLParameters(URL), on_open_callback=opened.set_result, custom_ioloop=loop
-        )
-        await opened
-        ready: asyncio.Future[object] = loop.create_future()
-        channel = connection.channel(on_open_callback=ready.set_result)
-        await ready
-        confirmed: asyncio.Future[None] = loop.create_future()
-        acked = [0]
-
-        def on_confirm(frame: object) -> None:
-            method = frame.method  # type: ignore[attr-defined]
-            acked[0] = method.delivery_tag if method.multiple else acked[0] + 1
-            if acked[0] >= len(prebuilt) and not confirmed.done():
-                confirmed.set_result(None)
-
-        selected: asyncio.Future[object] = loop.create_future()
-        channel.confirm_delivery(on_confirm, callback=selected.set_result)
-        await selected
+    async def at_the_slot() -> None:
         print("ready", flush=True)
         await asyncio.sleep(max(0.0, slot.timestamp() - time.time()))
-        for exchange, key, body, properties in prebuilt:
-            channel.basic_publish(exchange, key, body, properties, mandatory=True)
-        await confirmed
-        closed: asyncio.Future[None] = loop.create_future()
-        connection.add_on_close_callback(lambda *_: closed.done() or closed.set_result(None))
-        connection.close()
-        await closed
 
-    asyncio.run(publish())
+    asyncio.run(raw_pika(prebuilt, before=at_the_slot))
 
 
 @dataclass
