@@ -34,10 +34,6 @@ def _text(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
 
-def _time(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
-
-
 class State:
     """An open state database. Writes are one transaction per call.
 
@@ -166,30 +162,50 @@ def _load(db: sqlite3.Connection) -> dict[str, JobState]:
     # 100k rows: names and fingerprints interned (the config's are: one string each, not
     # two), and jobs with the same schedule share their cursor and last slot (one datetime per
     # distinct text). About 20 MB less at 100k jobs, and the daemon's peak is at this point.
-    times: dict[str | None, datetime | None] = {None: None}
+    times: dict[str, datetime] = {}
+
+    def parsed(text: str) -> datetime:
+        if len(times) >= _TIMES_KEPT:
+            times.clear()
+        moment = times[text] = datetime.fromisoformat(text)
+        return moment
+
     result = {}
-    for row_name, fingerprint, *moments, published, missed, unroutable in db.execute(
+    # Written out for speed (100k rows: 0.23 -> 0.15 s): rows unpacked by name, a known time
+    # looked up once, the tuple made without JobState's keyword-taking __new__.
+    intern, new, known = sys.intern, tuple.__new__, times.get
+    for (
+        row_name,
+        fingerprint,
+        cursor_text,
+        slot_text,
+        published_text,
+        published,
+        missed,
+        unroutable,
+    ) in db.execute(
         "SELECT name, fingerprint, cursor, last_slot, last_published_at, published, missed,"
         " unroutable FROM jobs"
     ):
-        cursor, last_slot, last_published_at = (
-            times[text] if text in times else times.setdefault(text, _time(text))
-            for text in moments
+        cursor = known(cursor_text) or parsed(cursor_text)
+        last_slot = None if slot_text is None else known(slot_text) or parsed(slot_text)
+        last_published_at = (
+            None if published_text is None else known(published_text) or parsed(published_text)
         )
-        assert cursor is not None
-        name = sys.intern(row_name)
-        result[name] = JobState(
-            name,
-            sys.intern(fingerprint),
-            cursor,
-            last_slot,
-            last_published_at,
-            published,
-            missed,
-            unroutable,
+        name = intern(row_name)
+        result[name] = new(
+            JobState,
+            (
+                name,
+                intern(fingerprint),
+                cursor,
+                last_slot,
+                last_published_at,
+                published,
+                missed,
+                unroutable,
+            ),
         )
-        if len(times) > _TIMES_KEPT:
-            times = {None: None}
     return result
 
 
