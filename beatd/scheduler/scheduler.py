@@ -396,16 +396,27 @@ class Scheduler:
             return
         self._drop_prepared()
         due: list[tuple[datetime, str]] = []
+        # Jobs that share a schedule object share their next slot after the same cursor: found
+        # once per (schedule, cursor), while the schedules live (100k jobs at a start: 14k).
+        found: dict[tuple[int, datetime], datetime | None] = {}
+        states, jobs, paused, next_at = self.states, self.jobs, self.paused, changes.next_at
         for name in changes.rescheduled:
-            state = self.states[name]
-            fresh_now = state.cursor == now and changes.as_of <= now
-            hint = changes.next_at.get(name, now)
-            if fresh_now and name in changes.next_at and (hint is None or hint > now):
-                # Started afresh from now, and no slot between as_of and now: the slot found
-                # off the loop is the one after now.
-                at = None if name in self.paused else hint
+            cursor = states[name].cursor
+            job = jobs[name]
+            if not job.enabled or name in paused:
+                at = None
+            elif cursor == now and changes.as_of <= now and name in next_at:
+                # Started afresh from now: the slot found off the loop after as_of is the one
+                # after now, unless it is not after now.
+                at = next_at[name]
+                if at is not None and at <= now:
+                    at = job.schedule.next_after(cursor)
             else:
-                at = self._next_slot(self.jobs[name])
+                key = (id(job.schedule), cursor)
+                if key in found:
+                    at = found[key]
+                else:
+                    at = found[key] = job.schedule.next_after(cursor)
             if at is None:
                 self.timetable.discard(name)
             else:
