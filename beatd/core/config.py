@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import functools
 import hashlib
+import operator
 import re
 import sys
 from collections.abc import Callable, Collection, Mapping
@@ -596,13 +597,19 @@ _JOB_OPTIONS: dict[str, Callable[[Any], Any]] = {
     "exchange": values.exchange_name,
 }
 _JOB_KEYS = (*SCHEDULE_KINDS, "task", "args", "kwargs", *_JOB_OPTIONS)
+# The options after Job's kwargs field, in Job's order: a Job is made as a tuple of its fields
+# (by keyword, 100k jobs take 0.04 s more), its options taken in one go from a mapping of all.
+_OPTION_FIELDS = Job._fields[Job._fields.index("kwargs") + 1 : Job._fields.index("line")]
+assert set(_OPTION_FIELDS) == set(_JOB_OPTIONS) - {"timezone"}
+_OPTION_DEFAULTS = {key: Job._field_defaults[key] for key in _OPTION_FIELDS}
+_options_in_order = operator.itemgetter(*_OPTION_FIELDS)
 
 
 def _defaults(reader: _Reader, top: YMap, zone: tzinfo) -> dict[str, Any]:
     where = "defaults: "
     line = top.lines.get("defaults")
     data = reader.section(top.get("defaults", _EMPTY), where, tuple(_JOB_OPTIONS), line)
-    result: dict[str, Any] = {"timezone": zone}
+    result: dict[str, Any] = {**_OPTION_DEFAULTS, "timezone": zone}
     for key, convert in _JOB_OPTIONS.items():
         if data is not None and key in data:
             value = reader.get(data, key, where, convert, None)
@@ -728,8 +735,8 @@ def _job(
     for key in data:
         if key in _JOB_OPTIONS:
             options[key] = reader.cached(data, key, where, _JOB_OPTIONS[key], None)
-    zone = options.pop("timezone")
-    jitter = options.get("jitter") or _NO_OFFSET
+    zone = options["timezone"]
+    jitter = options["jitter"] or _NO_OFFSET
     kinds = [kind for kind in SCHEDULE_KINDS if kind in data]
     if not kinds:
         reader.problem(line, f"{where}no schedule: give one of cron, every or at")
@@ -777,18 +784,21 @@ def _job(
             and _alike(shared_key[1], kinds[0])
         ):
             reader.schedules[shared_key] = (schedule, spec, fingerprint)
-    return Job(
-        name=name,
-        task=task,
-        kind=kinds[0],
-        spec=spec,
-        fingerprint=fingerprint,
-        schedule=schedule,
-        timezone=zone,
-        args=args,
-        kwargs=MappingProxyType(kwargs) if kwargs else _NO_KWARGS,
-        line=line,
-        **options,
+    return tuple.__new__(
+        Job,
+        (
+            name,
+            task,
+            kinds[0],
+            spec,
+            schedule,
+            zone,
+            args,
+            MappingProxyType(kwargs) if kwargs else _NO_KWARGS,
+            *_options_in_order(options),
+            line,
+            fingerprint,
+        ),
     )
 
 
