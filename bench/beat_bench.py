@@ -15,6 +15,7 @@ machine named. Timings are never test assertions.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -362,8 +363,15 @@ BENCHES: dict[str, Callable[[], None]] = {
 }
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("benches", nargs="*", metavar="BENCH", help=f"of {', '.join(BENCHES)}")
+    names = parser.parse_args().benches or list(BENCHES)
+    if unknown := [name for name in names if name not in BENCHES]:
+        parser.error(f"unknown bench {unknown[0]!r} (one of {', '.join(BENCHES)})")
     print(
         f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, load {os.getloadavg()}"
     )
-    for name in sys.argv[1:] or list(BENCHES):
+    for name in names:
         BENCHES[name]()

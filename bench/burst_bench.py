@@ -20,6 +20,7 @@ Timings are never test assertions; the README next to this file records the runs
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import cProfile
@@ -546,16 +547,25 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["_raw"]:
         raw(sys.argv[2], sys.argv[3])
         sys.exit(0)
-    args = sys.argv[1:]
-    rounds = 3
-    if "--rounds" in args:
-        i = args.index("--rounds")
-        rounds = int(args[i + 1])
-        del args[i : i + 2]
-    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()}, {json.dumps(args)}")
+    commands = {"burst": burst, "features": features, "reload": reload, "profile": profile}
+    commands["reload-control"] = functools.partial(reload, control=True)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "commands",
+        nargs="*",
+        metavar="COMMAND",
+        help=f"one or more of {', '.join(commands)} (default: burst features reload)",
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    unknown = [name for name in args.commands if name not in commands]
+    if unknown:
+        parser.error(f"unknown command {unknown[0]!r} (one of {', '.join(commands)})")
+    names = args.commands or ["burst", "features", "reload"]
+    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()}, {json.dumps(names)}")
     with broker_objects():
-        commands = {"burst": burst, "features": features, "reload": reload, "profile": profile}
-        commands["reload-control"] = functools.partial(reload, control=True)
-        for name in args or ["burst", "features", "reload"]:
-            commands[name](rounds)
+        for name in names:
+            commands[name](args.rounds)
             print(f"  (load average now {os.getloadavg()})")

@@ -13,6 +13,7 @@ columns of one run, not numbers across runs.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -150,8 +151,13 @@ def json_decoding() -> str:
 
 
 def main() -> None:
-    small = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
-    big = int(sys.argv[2]) if len(sys.argv) > 2 else 100_000
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("small", type=int, nargs="?", default=10_000, help="events (10,000)")
+    parser.add_argument("big", type=int, nargs="?", default=100_000, help="events (100,000)")
+    args = parser.parse_args()
+    small, big = args.small, args.big
     streams = {size: f"bench-history-{size}-{uuid.uuid4().hex[:8]}" for size in (small, big)}
     try:
         for size, stream in streams.items():
