@@ -1,9 +1,10 @@
-"""Reading a big file: each job is validated as its mapping ends (the YAML reader streams the
-jobs section), so the parsed tree of 100k jobs never exists. Streamed or not, a file reads the
-same: the same Config, or the same problems in the same order."""
+"""Reading a big file: jobs are validated a batch at a time as their mappings end (the YAML
+reader streams the jobs section), so the parsed tree of 100k jobs never exists. Streamed or
+not, a file reads the same: the same Config, or the same problems in the same order."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from beatd.core import config
+from beatd.core import config, yamlfile
 from beatd.core.config import Config, Job, parse_config
 from beatd.core.errors import ConfigError
 from beatd.core.yamlfile import YMap, parse
@@ -29,8 +30,11 @@ def read(text: str) -> Config | list[str]:
 
 
 def read_both(text: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
-    """Streamed, and as a whole tree first, then every job (as before streaming)."""
-    streamed = read(text)
+    """Streamed (two jobs a batch, so that small files have several), and as a whole tree
+    first, then every job (as before streaming)."""
+    with monkeypatch.context() as patched:
+        patched.setattr(yamlfile, "STREAM_BATCH", 2)
+        streamed = read(text)
     with monkeypatch.context() as patched:
         patched.setattr(config._JobStream, "settled_by", lambda self, top: False)
         whole = read(text)
@@ -121,7 +125,7 @@ def test_a_problem_in_a_job_keeps_its_line_and_order_among_the_others() -> None:
     ]
 
 
-def test_each_job_is_converted_as_its_mapping_ends_and_only_its_result_is_kept() -> None:
+def test_each_job_is_converted_and_only_its_result_is_kept() -> None:
     seen: list[tuple[str, dict[str, Any], int]] = []
 
     def convert(top: YMap, name: str, body: Any, line: int) -> str:
@@ -134,6 +138,39 @@ def test_each_job_is_converted_as_its_mapping_ends_and_only_its_result_is_kept()
     assert seen == [("a", {"every": "1h"}, 3), ("b", {"cron": "@daily"}, 5)]
     assert dict(top["jobs"]) == {"a": "converted a", "b": "converted b"}
     assert top["jobs"].lines == {"a": 3, "b": 5}
+
+
+def test_entries_are_converted_a_batch_at_a_time_while_the_rest_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(yamlfile, "STREAM_BATCH", 2)
+    read_events = 0
+    events = yamlfile._events
+
+    def counted(text: str) -> Callable[[], Any]:
+        next_event = events(text)
+
+        def counting() -> Any:
+            nonlocal read_events
+            read_events += 1
+            return next_event()
+
+        return counting
+
+    monkeypatch.setattr(yamlfile, "_events", counted)
+    calls: list[tuple[str, int]] = []
+
+    def convert(top: YMap, name: str, body: Any, line: int) -> str:
+        calls.append((name, read_events))
+        return f"{name} {body['every']}"
+
+    text = "jobs:\n" + "".join(f"  {n}: {{every: 1h}}\n" for n in "abcde") + "  a: {every: 2h}\n"
+    top = parse(text, "f.yaml", stream=("jobs", convert))
+    assert [name for name, _ in calls] == ["a", "b", "c", "d", "e", "a"]
+    at = [events_read for _, events_read in calls]
+    assert at[0] == at[1] < at[2] == at[3] < at[4] == at[5]  # two jobs parsed, two converted
+    assert dict(top["jobs"]) == {"a": "a 2h", "b": "b 1h", "c": "c 1h", "d": "d 1h", "e": "e 1h"}
+    assert top["jobs"].duplicates == [("a", 7, 2)]
 
 
 def test_an_anchored_jobs_mapping_is_not_streamed() -> None:
