@@ -54,6 +54,37 @@ def test_a_corrupt_state_file_is_a_clear_error(tmp_path: Path) -> None:
         read_states(path)
 
 
+def test_rows_with_the_same_time_share_one_datetime(tmp_path: Path) -> None:
+    state = State(tmp_path / "s.db")
+    state.save([JobState("a", "f", T0, T0), JobState("b", "f", T0, None, T0)])
+    loaded = State(tmp_path / "s.db").load()
+    assert loaded["a"].cursor is loaded["a"].last_slot is loaded["b"].cursor
+    assert loaded["b"].last_published_at is loaded["b"].cursor
+    assert loaded["b"].last_slot is None
+
+
+@pytest.mark.parametrize(
+    ("column", "value"), [("cursor", "not a time"), ("last_slot", "2026-13-01"), ("cursor", None)]
+)
+def test_a_row_edited_by_hand_is_a_clear_error(
+    tmp_path: Path, column: str, value: str | None
+) -> None:
+    path = tmp_path / "s.db"
+    State(path).save([JobState("a", "f", T0)])
+    db = sqlite3.connect(path)
+    # A NULL cursor needs a table without the NOT NULL (an older or hand-made file).
+    db.execute("CREATE TABLE copy AS SELECT * FROM jobs")
+    db.execute("DROP TABLE jobs")
+    db.execute("ALTER TABLE copy RENAME TO jobs")
+    db.execute(f"UPDATE jobs SET {column} = ?", (value,))
+    db.commit()
+    db.close()
+    with pytest.raises(StateError, match=r"s\.db: cannot read the state file"):
+        State(path).load()
+    with pytest.raises(StateError, match=r"s\.db: cannot read the state file"):
+        read_states(path)
+
+
 def test_an_unwritable_state_location_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")

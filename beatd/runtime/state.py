@@ -53,7 +53,7 @@ class State:
     def load(self) -> dict[str, JobState]:
         try:
             states = _load(self._db)
-        except (sqlite3.Error, ValueError) as exc:
+        except (sqlite3.Error, ValueError, TypeError) as exc:  # TypeError: a NULL where a time is
             raise StateError(f"{self.path}: cannot read the state file: {_reason(exc)}") from exc
         self._rows = dict(states)
         return states
@@ -220,12 +220,12 @@ def read_states(path: Path) -> Mapping[str, JobState]:
         return _read_only(path, "mode=ro")
     except sqlite3.OperationalError:
         pass  # e.g. the daemon's user owns the WAL index; see below
-    except (sqlite3.Error, ValueError) as exc:
+    except (sqlite3.Error, ValueError, TypeError) as exc:  # TypeError: a NULL where a time is
         raise StateError(f"{path}: cannot read the state file: {_reason(exc)}") from exc
     try:
         # immutable=1 skips the WAL, so it may show slightly older LAST times: fine for a display.
         return _read_only(path, "immutable=1")
-    except (sqlite3.Error, ValueError) as exc:
+    except (sqlite3.Error, ValueError, TypeError) as exc:  # TypeError: a NULL where a time is
         raise StateError(f"{path}: cannot read the state file: {_reason(exc)}") from exc
 
 
