@@ -371,9 +371,9 @@ class _Builder:
             if convert is not None and type(key) is str:
                 pending.append((key, value, line))
                 if len(pending) == STREAM_BATCH:
-                    self.convert(result, pending, convert)
+                    self.convert_pending(result, pending, convert)
         if pending:
-            self.convert(result, pending, convert)  # type: ignore[arg-type]
+            self.convert_pending(result, pending, convert)  # type: ignore[arg-type]
         for source in merged:  # `<<: *defaults`: explicit keys win, then earlier merges
             for key, value in source.items():
                 if key not in result.lines:
@@ -381,7 +381,7 @@ class _Builder:
         self.depth -= 1
         return result
 
-    def convert(
+    def convert_pending(
         self, mapping: YMap, pending: list[tuple[Any, Any, int]], convert: Callable[..., Any]
     ) -> None:
         if not self.invalid:  # else the parse fails, and convert would meet an Invalid
