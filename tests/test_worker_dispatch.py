@@ -62,6 +62,7 @@ def decide(
     in_progress: bool = False,
     known_task: bool = True,
     expires_at: datetime | None = None,
+    task: TaskConfig | None = None,
 ) -> Decision:
     return judge(
         received(expires_at),
@@ -70,6 +71,7 @@ def decide(
         in_progress=in_progress,
         known_task=known_task,
         now=NOW,
+        task=task,
     )
 
 
@@ -102,8 +104,44 @@ def test_a_run_that_finished_badly_before_a_crash_is_resumed_not_run(phase: Phas
     assert decide(Seen(RUN_ID, 1, phase, reason="failed")).verdict is Verdict.RESUME
 
 
-def test_a_retry_is_not_a_duplicate_of_the_attempt_before_it() -> None:
-    assert decide(Seen(RUN_ID, 1, Phase.DONE), attempt=2).verdict is Verdict.RUN
+RETRIED_ONCE = TaskConfig("t", call="m:f", retries=1)
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        Seen(RUN_ID, 1, Phase.RETRY, reason="failed"),  # the retry published, not yet settled
+        Seen(RUN_ID, 1, Phase.DONE, reason="failed"),  # settled
+        Seen(RUN_ID, 1, Phase.DONE, reason="timed_out"),
+        Seen(RUN_ID, 1, Phase.RUNNING),  # never finished: at least once
+    ],
+)
+def test_a_retry_is_not_a_duplicate_of_the_attempt_before_it(before: Seen) -> None:
+    assert decide(before, attempt=2, task=RETRIED_ONCE).verdict is Verdict.RUN
+
+
+@pytest.mark.parametrize(
+    ("before", "outcome"),
+    [
+        (Seen(RUN_ID, 1, Phase.DONE), "succeeded"),
+        (Seen(RUN_ID, 1, Phase.DONE, reason="interrupted"), "dead-lettered, interrupted"),
+        (Seen(RUN_ID, 1, Phase.DONE, reason="expired"), "dead-lettered, expired"),
+        (Seen(RUN_ID, 2, Phase.DONE, reason="failed"), "dead-lettered, failed"),  # none left
+        (Seen(RUN_ID, 1, Phase.DEAD, reason="interrupted"), "dead-lettered, interrupted"),
+    ],
+)
+def test_a_later_attempt_of_a_run_that_finished_for_good_is_a_duplicate(
+    before: Seen, outcome: str
+) -> None:
+    # Only a retry has a successor: a later attempt than a success or a dead letter is a
+    # forged header, and a finished run never runs again (the worker model found this).
+    decision = decide(before, attempt=before.attempt + 1, task=RETRIED_ONCE)
+    assert decision == Decision(Verdict.DUPLICATE, detail=f"already finished ({outcome})")
+
+
+def test_without_its_task_a_later_attempt_after_a_failure_is_refused_as_unknown() -> None:
+    decision = decide(Seen(RUN_ID, 1, Phase.DONE, reason="failed"), attempt=2, known_task=False)
+    assert (decision.verdict, decision.reason) == (Verdict.REJECT, Reason.UNKNOWN_TASK)
 
 
 def test_an_older_attempt_arriving_late_is_a_duplicate() -> None:
@@ -127,8 +165,9 @@ def test_a_run_before_expires_at_runs() -> None:
 
 
 def test_a_retry_does_not_expire_it_started_in_time() -> None:
-    seen = Seen(RUN_ID, 1, Phase.DONE)
-    assert decide(seen, attempt=2, expires_at=NOW - timedelta(hours=1)).verdict is Verdict.RUN
+    seen = Seen(RUN_ID, 1, Phase.DONE, reason="failed")
+    late = NOW - timedelta(hours=1)
+    assert decide(seen, attempt=2, expires_at=late, task=RETRIED_ONCE).verdict is Verdict.RUN
 
 
 def test_a_duplicate_is_told_before_its_task_is_checked() -> None:

@@ -2,9 +2,10 @@
 deliveries, duplicates, a forged attempt header, malformed, poisonous and oversized messages,
 task successes, failures (with a retry) and timeouts, retries coming due, connection drops,
 broker outages, dead letters the client cannot encode, SIGTERM, forced stops and SIGKILLs (at
-any pass of the event loop, what was not committed lost) with a restart over the same run-id
-store. Runs are quick `call:` tasks (tests/worker_tasks.py) that write one line per execution,
-so executions are counted per run id. After every step it checks:
+any pass of the event loop, or as soon as a run's start is committed, what was not committed
+lost) with a restart over the same run-id store. Runs are quick `call:` tasks
+(tests/worker_tasks.py) that write one line per execution, so executions are counted per run id.
+After every step it checks:
 
 - a finished run (succeeded, or dead-lettered for good) never runs again;
 - no run is dead-lettered twice for one attempt (twice only after a crash right at its ack);
@@ -228,6 +229,29 @@ class WorkerModel(RuleBasedStateMachine):
 
         self.do(deliver_then_run(passes))
         self.published[run_id] += 1
+        self._killed()
+
+    @rule(n=st.integers(0, 3))
+    def a_run_takes_the_worker_down(self, n: int) -> None:
+        """A run whose task kills the worker (out of memory, a segfault): SIGKILL as soon as
+        its start is committed, before its end can be (both are committed on the loop)."""
+        run_id = f"ok{n}@1"
+        body = message("m.ok", run_id, args=[str(self.record), run_id])
+
+        async def deliver_until_started() -> None:
+            before = self.durable.get(run_id)
+            self.pool.publish(body)
+            for _ in range(100):  # bounded: a duplicate never starts
+                seen = self.durable.get(run_id)
+                if seen != before and seen is not None and seen.phase is Phase.RUNNING:
+                    return
+                await asyncio.sleep(0)
+
+        self.do(deliver_until_started())
+        self.published[run_id] += 1
+        self._killed()
+
+    def _killed(self) -> None:
         worker = self.worker
         self.crashed_with |= worker.ledger.ids()
         worker.store.close()  # first: whatever the dying worker does next is not durable

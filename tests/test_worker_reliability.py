@@ -1,6 +1,6 @@
 """The worker's failure paths from issue 9 (items 2, 15 and 17), driven over the in-memory
 broker: a publish that can never succeed, a call stuck past its timeout at SIGTERM, a forged
-attempt header for a running id, its exchange deleted under it."""
+attempt header for a running id or a dead-lettered one, its exchange deleted under it."""
 
 from __future__ import annotations
 
@@ -133,6 +133,28 @@ async def test_a_forged_attempt_for_a_running_id_is_held_once_not_requeued_in_a_
     assert out.read_text().count("\n") == 1
     assert pool.broker.messages(QUEUE) == [] and pool.dead() == []
     assert worker.counts["duplicate"] == 1
+    await pool.stop()
+
+
+@driven
+async def test_a_forged_later_attempt_of_a_dead_lettered_run_never_runs(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    pool = Pool(tmp_path, {"t.rec": RECORD}, now=T0, concurrency=1)
+    store = SeenStore(pool.store_path, 1000)
+    for _ in range(3):  # it took the worker down three times (MAX_STARTS)
+        store.start("a@1", 1)
+    store.commit()
+    store.close()
+    worker = await pool.start()
+    body = message("t.rec", "a@1", args=[str(out)])
+    pool.publish(body)
+    await asyncio.wait_for(pool.settle(), 5)
+    assert pool.dead() == [("a@1", "interrupted")]
+    pool.publish(body, **{"beatd-attempt": 2})
+    await asyncio.wait_for(pool.settle(), 5)
+    assert not out.exists()  # it never ran, and the forged attempt did not run it
+    assert worker.counts["duplicate"] == 1
+    assert pool.broker.messages(QUEUE) == [] and pool.dead() == [("a@1", "interrupted")]
     await pool.stop()
 
 

@@ -110,6 +110,11 @@ def judge(
             if seen.starts >= MAX_STARTS:
                 detail = f"started {seen.starts} times and never finished (did it kill the worker?)"
                 return Decision(Verdict.REJECT, Reason.INTERRUPTED, detail)
+        elif _finished_for_good(seen, task):
+            # Only a retried attempt has a successor: a later attempt of a run that succeeded
+            # or was dead-lettered is a forged header, and a finished run never runs again.
+            outcome = f"dead-lettered, {seen.reason}" if seen.reason else "succeeded"
+            return Decision(Verdict.DUPLICATE, detail=f"already finished ({outcome})")
     if not known_task:
         return Decision(
             Verdict.REJECT,
@@ -130,6 +135,26 @@ def judge(
             f"expired at {iso_utc(message.expires_at)} ({late:.1f}s ago)",
         )
     return Decision(Verdict.RUN)
+
+
+_RETRIED_REASONS = frozenset({Reason.FAILED.value, Reason.TIMED_OUT.value})
+
+
+def _finished_for_good(seen: Seen, task: TaskConfig | None) -> bool:
+    """Whether seen's attempt succeeded or was dead-lettered (settled or not), rather than
+    retried. A settled retry is DONE with its reason, as a dead letter is: it was a retry if
+    its reason retries and the task had retries left (as the task is now: a reload that
+    lowered them ends the run; without the task, it cannot be told, and the run is refused
+    as an unknown task next)."""
+    if seen.phase is Phase.DEAD:
+        return True
+    if seen.phase is not Phase.DONE:
+        return False  # RETRY, or RUNNING: it never finished
+    if not seen.reason:
+        return True
+    if task is None:
+        return False
+    return seen.reason not in _RETRIED_REASONS or seen.attempt > task.retries
 
 
 def retry_delay(first: timedelta, attempt: int) -> timedelta:

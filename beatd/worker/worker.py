@@ -30,7 +30,6 @@ from beatd.core.verdicts import (
     Phase,
     Reason,
     RunFacts,
-    Seen,
     Verdict,
     attempt_of,
     event_for,
@@ -195,10 +194,6 @@ class Worker:
         facts = RunFacts(
             message.id, message.job, message.task, attempt, scheduled_at=message.scheduled_at
         )
-        if decision.verdict is Verdict.RUN and _succeeded(seen) and seen and attempt > seen.attempt:
-            # Only a failed attempt is retried: a later attempt of a run that succeeded is a
-            # forged header, and a finished run never runs again.
-            decision = replace(decision, verdict=Verdict.DUPLICATE, detail="already succeeded")
         if decision.verdict in (Verdict.DUPLICATE, Verdict.JOIN):
             log.info("run %s (job %s): duplicate, %s", message.id, message.job, decision.detail)
             self.counts["duplicate"] += 1
@@ -475,10 +470,6 @@ class Worker:
         # It can never be published (issue 9 item 2): rejected without requeue, the work
         # queue's x-dead-letter-exchange takes it, and the slot is free again.
         self.ledger.reject(entry)
-
-
-def _succeeded(seen: Seen | None) -> bool:
-    return seen is not None and seen.phase is Phase.DONE and not seen.reason
 
 
 def _duration_s(facts: RunFacts) -> float:
