@@ -322,6 +322,10 @@ class WorkerModel(RuleBasedStateMachine):
 
     @invariant()
     def a_delivery_acked_is_finished_in_the_store(self) -> None:
+        dead = {
+            (m.properties.message_id, attempt_of(m.properties.headers))
+            for m in self.pool.broker.messages(DEAD)
+        }
         for acked in self.pool.broker.acked:
             run_id = acked.properties.message_id
             if not run_id.startswith(("ok", "fail", "slow")):
@@ -330,7 +334,10 @@ class WorkerModel(RuleBasedStateMachine):
             seen = self.durable.get(run_id)
             assert seen is not None, f"{run_id} acked, unknown to the store"
             later = seen.attempt > attempt
-            finished = seen.phase is Phase.DONE and (seen.attempt == attempt or not seen.reason)
+            # Its own attempt finished, or (a later, forged attempt) an earlier one finished
+            # for good: it succeeded, or it was dead-lettered.
+            for_good = not seen.reason or (run_id, seen.attempt) in dead
+            finished = seen.phase is Phase.DONE and (seen.attempt == attempt or for_good)
             assert later or finished, f"{run_id} attempt {attempt} acked, in the store {seen}"
 
     @invariant()
