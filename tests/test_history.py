@@ -235,6 +235,9 @@ def test_history_and_last_outcomes_are_read_back_after_a_real_worker_ran_the_job
             for job in final:
                 assert beatd(config, "trigger", job).returncode == 0
             wait_until(settled, 60, "beatd status to show the one-off jobs' outcomes")
+            # Two ticks at least, so that history shows several runs of one job (on a fast
+            # machine the rest can be over within the first second).
+            wait_until(lambda: len(out.read_text().split()) >= 2, 30, "a second tick to run")
             assert status["history"].startswith("history: last outcomes from the newest ")
             last = {job["job"]: job["last_outcome"] for job in status["jobs"]}
             assert last["lonely"] == "unroutable (no queue)"
