@@ -10,11 +10,11 @@ import heapq
 import itertools
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import MAXYEAR, UTC, datetime, timedelta, tzinfo
 from operator import itemgetter
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from beatd.core.calendar import TIME_WIDTH, in_zone, next_fire, wall, zone_name
 from beatd.core.config import Job
@@ -28,6 +28,7 @@ _HEAD = 1000  # rows measured for the column widths before the rest is streamed
 # Streamed columns cannot be measured to the end: room for any time, and for "23h 59min".
 _LEFT_WIDTH = 9
 _END = datetime(MAXYEAR, 12, 31, 23, 59, 59, tzinfo=UTC)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,19 +187,14 @@ def json_chunks(
     history's), each has its job's `last_outcome` too."""
     encode = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps would make one per run
     # As in table: times worked out once per instant (and zone), the last slots' once each.
-    instant: datetime | None = None
-    texts: dict[int, tuple[str, str]] = {}  # the instant's UTC and local times, by id of zone
+    times_of = _per_instant(lambda at, zone: (iso_utc(at), in_zone(at, zone).isoformat()))
     lasts: dict[datetime, str] = {}  # bounded by the file
     separator = "[\n"
     for run in runs:
         job, at = run.job, run.at
-        times: tuple[str | None, str | None] = (None, None)
-        if at is not None:
-            if at != instant:
-                instant, texts = at, {}
-            times = texts.get(id(job.timezone)) or texts.setdefault(
-                id(job.timezone), (iso_utc(at), in_zone(at, job.timezone).isoformat())
-            )
+        times: tuple[str | None, str | None] = (
+            (None, None) if at is None else times_of(at, job.timezone)
+        )
         state = states.get(job.name)
         last = state.last_slot if state else None
         last_text = (
@@ -210,6 +206,25 @@ def json_chunks(
         yield separator + encode(record)
         separator = ",\n"
     yield "[]\n" if separator == "[\n" else "\n]\n"
+
+
+def _per_instant(make: Callable[[datetime, tzinfo], _T]) -> Callable[[datetime, tzinfo], _T]:
+    """make(at, zone), remembered for one instant at a time, per zone object: runs come in time
+    order, so the jobs due at one instant are adjacent (zones by id: tzinfo equality ignores a
+    fixed offset's name, which the texts show)."""
+    instant: datetime | None = None
+    made: dict[int, _T] = {}
+
+    def remembered(at: datetime, zone: tzinfo) -> _T:
+        nonlocal instant, made
+        if at != instant:
+            instant, made = at, {}
+        found = made.get(id(zone))
+        if found is None:
+            found = made[id(zone)] = make(at, zone)
+        return found
+
+    return remembered
 
 
 def _record(
@@ -278,24 +293,15 @@ def table(
         cells = fixed[name] = (last_text, *outcome, name, described, job.task)
         return cells
 
-    # Runs come in time order, so the jobs due at one instant are adjacent: its NEXT and LEFT
-    # texts are worked out once per zone shown, and forgotten at the next instant.
-    instant: datetime | None = None
-    texts: dict[int, tuple[str, str]] = {}  # the instant's, by id of zone
+    next_texts = _per_instant(lambda at, place: (wall(at, place), format_left(at - now)))
 
     def row(run: Upcoming) -> tuple[str, ...]:
-        nonlocal instant, texts
         job = run.job
         name = job.name
         counts[name] = counts.get(name, 0) + 1
         at = run.at
         if at is not None:
-            if at != instant:
-                instant, texts = at, {}
-            place = zone or job.timezone
-            times = texts.get(id(place))
-            if times is None:
-                times = texts[id(place)] = (wall(at, place), format_left(at - now))
+            times = next_texts(at, zone or job.timezone)
         else:
             times = ("-", "-" if job.enabled else "disabled")
         note = run.note
