@@ -372,8 +372,8 @@ class _Builder:
                 pending.append((key, value, line))
                 if len(pending) == STREAM_BATCH:
                     self.convert_pending(result, pending, convert)
-        if pending:
-            self.convert_pending(result, pending, convert)  # type: ignore[arg-type]
+        if convert is not None and pending:
+            self.convert_pending(result, pending, convert)
         for source in merged:  # `<<: *defaults`: explicit keys win, then earlier merges
             for key, value in source.items():
                 if key not in result.lines:

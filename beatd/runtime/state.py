@@ -30,6 +30,11 @@ CREATE TABLE IF NOT EXISTS jobs (
 """
 
 
+# What reading a state file can raise: a bad file, a time that is not one, a NULL where a time
+# must be (a file made by hand without the NOT NULL).
+_UNREADABLE = (sqlite3.Error, ValueError, TypeError)
+
+
 def _text(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
@@ -53,7 +58,7 @@ class State:
     def load(self) -> dict[str, JobState]:
         try:
             states = _load(self._db)
-        except (sqlite3.Error, ValueError, TypeError) as exc:  # TypeError: a NULL where a time is
+        except _UNREADABLE as exc:
             raise StateError(f"{self.path}: cannot read the state file: {_reason(exc)}") from exc
         self._rows = dict(states)
         return states
@@ -220,12 +225,12 @@ def read_states(path: Path) -> Mapping[str, JobState]:
         return _read_only(path, "mode=ro")
     except sqlite3.OperationalError:
         pass  # e.g. the daemon's user owns the WAL index; see below
-    except (sqlite3.Error, ValueError, TypeError) as exc:  # TypeError: a NULL where a time is
+    except _UNREADABLE as exc:
         raise StateError(f"{path}: cannot read the state file: {_reason(exc)}") from exc
     try:
         # immutable=1 skips the WAL, so it may show slightly older LAST times: fine for a display.
         return _read_only(path, "immutable=1")
-    except (sqlite3.Error, ValueError, TypeError) as exc:  # TypeError: a NULL where a time is
+    except _UNREADABLE as exc:
         raise StateError(f"{path}: cannot read the state file: {_reason(exc)}") from exc
 
 
